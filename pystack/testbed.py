@@ -161,8 +161,10 @@ class Testbed:
     def command(self, name: str, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.side(name).netns, *argv]
 
-    def run(self, name: str, argv: Sequence[str], *, check: bool = True,
-            capture: bool = True, timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, name: str, argv: Sequence[str], *, check: bool = True, capture: bool = True,
+        timeout: float = 60, **kw: Any,
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command(name, argv), check=check, capture_output=capture,
                               text=True, timeout=timeout, **kw)
 
@@ -218,7 +220,8 @@ def _deferred_signals() -> Iterator[None]:
         yield
         return
     got: list[int] = []
-    old = {s: signal.signal(s, lambda n, _f: got.append(n)) for s in (signal.SIGINT, signal.SIGTERM)}
+    sigs = (signal.SIGINT, signal.SIGTERM)
+    old = {s: signal.signal(s, lambda n, _f: got.append(n)) for s in sigs}
     try:
         yield
     finally:

@@ -1,0 +1,127 @@
+"""The stack's event loop: a Datapath below, a segment handler (the TCP engine) above.
+
+A handler has the engine's sans-I/O shape: `input(seg, now)` for each received segment,
+`poll(now)` for the segments to send, `next_deadline()` and `on_timer(now)` for timers.
+The loop receives a whole batch, feeds it, then polls once, so replies to a batch leave in
+one batch (and ACKs for a burst of data coalesce in the engine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from typing import Protocol
+
+from pystack.iface.datapath import Datapath
+from pystack.wire.segment import ACK, RST, TcpSegment
+
+log = logging.getLogger("pystack.stack")
+
+MAX_IDLE_WAIT = 0.2  # seconds; bounds how late a stop request is noticed
+
+
+class SegmentHandler(Protocol):
+    def input(self, seg: TcpSegment, now: float) -> None: ...
+    def poll(self, now: float) -> list[TcpSegment]: ...
+    def next_deadline(self) -> float | None: ...
+    def on_timer(self, now: float) -> None: ...
+
+
+class RefuseAll:
+    """Answers every segment as a CLOSED port does (RFC 9293 §3.10.7.1): a RST, never a
+    RST for a RST. The data path's first handler, and a reference for the engine's."""
+
+    def __init__(self) -> None:
+        self._out: list[TcpSegment] = []
+        self.out_rsts = 0
+
+    def input(self, seg: TcpSegment, now: float) -> None:
+        if seg.flags & RST:
+            return
+        if seg.flags & ACK:
+            seq, ack, flags = seg.ack, 0, RST
+        else:
+            seq, ack, flags = 0, (seg.seq + seg.seg_len) & 0xFFFFFFFF, RST | ACK
+        self._out.append(TcpSegment(seg.dst_ip, seg.src_ip, seg.dst_port, seg.src_port,
+                                    seq, ack, flags, 0))
+        self.out_rsts += 1
+
+    def poll(self, now: float) -> list[TcpSegment]:
+        out, self._out = self._out, []
+        return out
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def on_timer(self, now: float) -> None:
+        pass
+
+
+class Stack:
+    """Runs `handler` on `datapath` until `stop()` (or SIGINT/SIGTERM via `run_forever`)."""
+
+    def __init__(self, datapath: Datapath, handler: SegmentHandler) -> None:
+        self.dp = datapath
+        self.handler = handler
+        self._stopping = False
+        self.started = time.monotonic()
+
+    def stop(self) -> None:
+        self._stopping = True
+
+    def step(self, max_wait: float = MAX_IDLE_WAIT) -> int:
+        """One turn of the loop: wait for frames or the next timer, feed, send."""
+        h, dp = self.handler, self.dp
+        now = time.monotonic()
+        deadline = h.next_deadline()
+        wait = max_wait if deadline is None else min(max_wait, max(0.0, deadline - now))
+        segs = dp.receive()
+        if not segs and wait > 0 and dp.wait(wait):
+            segs = dp.receive()
+        now = time.monotonic()
+        for seg in segs:
+            h.input(seg, now)
+        deadline = h.next_deadline()
+        if deadline is not None and deadline <= now:
+            h.on_timer(now)
+        dp.send(h.poll(now))
+        return len(segs)
+
+    def run_forever(self) -> None:
+        def on_signal(signum: int, _frame: object) -> None:
+            log.info("signal %d: stopping", signum)
+            self.stop()
+
+        old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while not self._stopping:
+                self.step()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m pystack.stack IFACE --port P`: the data path with the RefuseAll handler,
+    for tests of the data path alone. Prints `ready` when attached."""
+    ap = argparse.ArgumentParser(prog="python -m pystack.stack")
+    ap.add_argument("iface")
+    ap.add_argument("--port", type=int, action="append", required=True)
+    ap.add_argument("--mode", default="native", choices=["native", "skb"])
+    args = ap.parse_args(argv)
+    with Datapath(args.iface, mode=args.mode) as dp:
+        for p in args.port:
+            dp.own_port(p)
+        stack = Stack(dp, RefuseAll())
+        print(f"ready pid={os.getpid()} iface={args.iface} ports={args.port}", flush=True)
+        stack.run_forever()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
