@@ -441,6 +441,17 @@ int ps_csum_verify(const uint8_t *f, uint32_t len)
     return 0;
 }
 
+void ps_tx_fill(struct ps_xsk *x, struct ps_desc *descs, uint32_t n, const uint8_t *tmpl,
+                uint32_t len)
+{
+    if (len > x->frame_size)
+        return;
+    for (uint32_t i = 0; i < n; i++) {
+        memcpy(x->area + descs[i].addr, tmpl, len);
+        descs[i].len = len;
+    }
+}
+
 void ps_reflect(struct ps_xsk *x, struct ps_desc *descs, uint32_t n)
 {
     for (uint32_t i = 0; i < n; i++) {

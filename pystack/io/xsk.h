@@ -56,6 +56,10 @@ void ps_xsk_get_stats(struct ps_xsk *x, struct ps_xsk_stats *st);
 /* Walk the per-frame state table and check it against the counters: 0 if consistent. */
 int ps_xsk_check(struct ps_xsk *x);
 
+/* Copy a frame template into n allocated tx frames and set their lengths (generators). */
+void ps_tx_fill(struct ps_xsk *x, struct ps_desc *descs, uint32_t n, const uint8_t *tmpl,
+                uint32_t len);
+
 /* Echo a batch in place: swap MAC, IP and port of each TCP frame (benchmarks, tests). */
 void ps_reflect(struct ps_xsk *x, struct ps_desc *descs, uint32_t n);
 

@@ -123,6 +123,12 @@ class XskSocket:
     def complete(self) -> int:
         return int(lib.ps_tx_complete(self._x))
 
+    def fill(self, descs: Any, n: int, template: bytes) -> None:
+        """Copy template into n allocated tx frames and set their lengths (C)."""
+        if len(template) > self.frame_size:
+            raise ValueError("template larger than a frame")
+        lib.ps_tx_fill(self._x, descs, n, template, len(template))
+
     def reflect(self, descs: Any, n: int) -> None:
         """Swap addresses and ports of n received frames in place (echo benchmark)."""
         lib.ps_reflect(self._x, descs, n)

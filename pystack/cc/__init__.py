@@ -1,0 +1,129 @@
+"""Pluggable congestion control: a name registry like Linux ``tcp_register_congestion_control``.
+
+Each algorithm is a :class:`~pystack.cc.base.CongestionOps` subclass keyed by its ``name``
+(the ``TCP_CONGESTION`` socket option / ``net.ipv4.tcp_congestion_control`` string).
+Importing this package registers ``reno`` and ``cubic``; :data:`DEFAULT` is ``"cubic"`` as
+on Linux.  :func:`get` returns a fresh instance per connection; an unknown name raises
+:class:`UnknownAlgorithm` (a ``KeyError``), which the socket layer maps to ``ENOENT``.
+
+Registering your own algorithm from Python (a fixed-window "constant" algorithm)::
+
+    >>> from pystack import cc
+    >>> from pystack.cc.base import CcState, CongestionOps
+    >>> @cc.register
+    ... class Constant(CongestionOps):
+    ...     name = "constant"
+    ...     def init(self, tp): tp.snd_cwnd = 20
+    ...     def ssthresh(self, tp): return tp.snd_cwnd      # never back off
+    ...     def cong_avoid(self, tp, ack, acked): pass      # never grow
+    >>> ops = cc.get("constant"); tp = CcState(mss=1448); ops.init(tp)
+    >>> tp.snd_cwnd, "constant" in cc.available()
+    (20, True)
+    >>> cc.unregister("constant")
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TypeVar
+
+from pystack.cc.base import CongestionOps
+
+__all__ = [
+    "DEFAULT",
+    "TCP_CA_NAME_MAX",
+    "UnknownAlgorithm",
+    "available",
+    "get",
+    "register",
+    "unregister",
+]
+
+DEFAULT = "cubic"
+"""Linux's default ``net.ipv4.tcp_congestion_control``."""
+
+TCP_CA_NAME_MAX = 16
+"""Linux ``TCP_CA_NAME_MAX``: names are at most 15 bytes plus the NUL."""
+
+_T = TypeVar("_T", bound=type[CongestionOps])
+
+_lock = threading.Lock()
+_registry: dict[str, type[CongestionOps]] = {}  # insertion order == registration order
+
+
+class UnknownAlgorithm(KeyError):
+    """No algorithm registered under that name (Linux: ``setsockopt`` fails with ENOENT)."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.name = name
+
+    def __str__(self) -> str:
+        return f"unknown congestion control algorithm {self.name!r}"
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str):
+        raise ValueError(f"congestion control name must be a str, not {type(name).__name__}")
+    size = len(name.encode("utf-8"))
+    if not 1 <= size < TCP_CA_NAME_MAX:
+        limit = TCP_CA_NAME_MAX - 1
+        raise ValueError(f"congestion control name {name!r} must be 1..{limit} bytes")
+    if any(c.isspace() for c in name) or not name.isprintable():
+        raise ValueError(f"congestion control name {name!r} must be printable, no whitespace")
+    return name
+
+
+def register(ops_cls: _T) -> _T:
+    """Register an algorithm class under ``ops_cls.name``; usable as a class decorator.
+
+    Like Linux ``tcp_validate_congestion_control`` the class must implement ``ssthresh``
+    and ``cong_avoid`` (``undo_cwnd`` has a Reno default).  Raises ``ValueError`` for a
+    bad or duplicate name (Linux: EEXIST) or a missing required hook.
+    """
+    if not (isinstance(ops_cls, type) and issubclass(ops_cls, CongestionOps)):
+        raise ValueError(f"{ops_cls!r} is not a CongestionOps subclass")
+    name = _check_name(getattr(ops_cls, "name", None))
+    for hook in ("ssthresh", "cong_avoid"):
+        if getattr(ops_cls, hook) is getattr(CongestionOps, hook):
+            raise ValueError(f"congestion control {name!r} does not implement {hook}()")
+    with _lock:
+        if name in _registry:
+            raise ValueError(f"congestion control {name!r} already registered")
+        _registry[name] = ops_cls
+    return ops_cls
+
+
+def unregister(name: str) -> None:
+    """Remove an algorithm (Linux ``tcp_unregister_congestion_control``).
+
+    Connections already using it keep their instance.  Unknown name: UnknownAlgorithm.
+    """
+    with _lock:
+        if name not in _registry:
+            raise UnknownAlgorithm(name)
+        del _registry[name]
+
+
+def get(name: str) -> CongestionOps:
+    """A new instance of the algorithm called ``name`` (one per connection)."""
+    with _lock:
+        cls = _registry.get(name)
+    if cls is None:
+        raise UnknownAlgorithm(name)
+    return cls()
+
+
+def available() -> list[str]:
+    """``net.ipv4.tcp_available_congestion_control``: names in registration order."""
+    with _lock:
+        return list(_registry)
+
+
+from pystack.cc.reno import Reno  # noqa: E402  (registered below, after the registry exists)
+
+register(Reno)
+
+from pystack.cc.cubic import Cubic  # noqa: E402
+
+register(Cubic)
