@@ -24,9 +24,12 @@ HERE = Path(__file__).resolve().parent
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench")
-    ap.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], metavar="NAME",
+    ap.add_argument("names", nargs="*", metavar="NAME",
                     help=f"any of {', '.join(BENCHMARKS)} (default: all)")
     args = ap.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        ap.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
     results = []
     for name in args.names or list(BENCHMARKS):
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
