@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from bench import echo_pps
+from pystack.testbed import sigterm_as_interrupt
 
 BENCHMARKS: dict[str, Callable[[], dict[str, object]]] = {
     "echo_pps": echo_pps.run,
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
         ap.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    sigterm_as_interrupt()
     results = []
     for name in args.names or list(BENCHMARKS):
         print(f"bench: {name} ...", file=sys.stderr, flush=True)

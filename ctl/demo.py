@@ -15,7 +15,7 @@ import time
 
 from pystack.iface.datapath import Datapath
 from pystack.stack import RefuseAll, Stack
-from pystack.testbed import Testbed
+from pystack.testbed import Testbed, sigterm_as_interrupt
 
 OWNED = 8080
 KERNEL = 8081
@@ -27,6 +27,7 @@ def say(msg: str) -> None:
 
 def run_demo() -> int:
     t0 = time.monotonic()
+    sigterm_as_interrupt()
     say("pystack demo: building a veth pair between two network namespaces")
     with Testbed.create() as bed:
         say(f"  stack side {bed.stack.netns} {bed.stack.ifname} {bed.stack.ip}")

@@ -231,6 +231,16 @@ def _deferred_signals() -> Iterator[None]:
             os.kill(os.getpid(), got[0])
 
 
+def sigterm_as_interrupt() -> None:
+    """Make SIGTERM unwind like Ctrl-C, so `finally` blocks and context managers tear beds
+    down. For the main thread of tools that build beds (demo, benchmarks, test sessions)."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def cleanup_stale() -> list[str]:
     """Remove beds whose creating process is gone (left by a SIGKILLed run)."""
     removed = []

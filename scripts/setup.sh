@@ -57,7 +57,11 @@ STAMP=.venv/.pystack-installed
 SUM="$(cat pyproject.toml setup.py pystack/io/_build.py pystack/io/*.c pystack/io/*.h 2>/dev/null | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$SUM" ] || ! .venv/bin/python -c 'import pystack.io._xsk' 2>/dev/null; then
     log "installing pystack into .venv"
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e '.[test]'
+    if ! { .venv/bin/python -m pip install -q --upgrade pip &&
+           .venv/bin/python -m pip install -q -e '.[test]'; } >.venv/pip.log 2>&1; then
+        cat .venv/pip.log >&2
+        echo "setup: pip install failed (log above, also in .venv/pip.log)" >&2
+        exit 1
+    fi
     echo "$SUM" > "$STAMP"
 fi

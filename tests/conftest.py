@@ -15,6 +15,12 @@ from tests.helpers import read_line
 INTEGRATION_DIR = os.path.join(os.path.dirname(__file__), "integration")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    from pystack.testbed import sigterm_as_interrupt
+
+    sigterm_as_interrupt()  # a killed run still tears down its beds
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if str(item.fspath).startswith(INTEGRATION_DIR):
