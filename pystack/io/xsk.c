@@ -497,3 +497,17 @@ int ps_xdp_query_id(int ifindex, uint32_t *prog_id)
     int r = bpf_xdp_query_id(ifindex, 0, prog_id);
     return r < 0 ? r : 0;
 }
+
+int ps_xdp_test_run(int prog_fd, const uint8_t *frame, uint32_t len, uint32_t *action,
+                    uint8_t *out, uint32_t *out_len)
+{
+    LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = len,
+                .data_out = out, .data_size_out = out ? *out_len : 0, .repeat = 1);
+    int r = bpf_prog_test_run_opts(prog_fd, &opts);
+    if (r < 0)
+        return -errno;
+    *action = opts.retval;
+    if (out_len)
+        *out_len = opts.data_size_out;
+    return 0;
+}

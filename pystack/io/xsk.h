@@ -71,3 +71,7 @@ int ps_csum_verify(const uint8_t *frame, uint32_t len);
 int ps_xdp_link_create(int prog_fd, int ifindex, uint32_t xdp_flags);
 int ps_xdp_pass_prog(void);
 int ps_xdp_query_id(int ifindex, uint32_t *prog_id);
+/* Run an XDP program once on a frame (BPF_PROG_TEST_RUN). Returns 0 and sets *action, or
+ * -errno. out (optional) receives the frame as the program left it. */
+int ps_xdp_test_run(int prog_fd, const uint8_t *frame, uint32_t len, uint32_t *action,
+                    uint8_t *out, uint32_t *out_len);

@@ -130,6 +130,20 @@ class IngressProgram:
         return int(sum(table[ctypes.c_int(idx)]))  # type: ignore[index]
 
 
+XDP_ACTIONS = ("aborted", "drop", "pass", "tx", "redirect")  # enum xdp_action order
+
+
+def test_run(prog_fd: int, frame: bytes) -> str:
+    """Run the program once on frame in the kernel (BPF_PROG_TEST_RUN): its action name."""
+    from pystack.io._xsk import ffi, lib
+
+    act = ffi.new("uint32_t *")
+    r = lib.ps_xdp_test_run(prog_fd, frame, len(frame), act, ffi.NULL, ffi.NULL)
+    if r < 0:
+        raise OSError(-r, f"BPF_PROG_TEST_RUN failed: {os.strerror(-r)}")
+    return XDP_ACTIONS[act[0]] if act[0] < len(XDP_ACTIONS) else f"unknown({act[0]})"
+
+
 def attached_prog_id(ifindex: int) -> int:
     """The id of the XDP program on ifindex (0 if none), in this process's namespace."""
     from pystack.io._xsk import ffi, lib
