@@ -1,0 +1,518 @@
+"""The sans-I/O TCP engine: demultiplexing, listeners, timers and counters.
+
+:class:`TcpEngine` owns the listeners and connections of one stack instance.  It is
+driven entirely from outside::
+
+    engine.input(seg, now)          # for every received TcpSegment (any number)
+    engine.on_timer(now)            # when now >= engine.next_deadline()
+    for seg in engine.poll(now):    # segments to transmit (ACKs coalesce per poll)
+        ...
+
+``now`` is a float number of seconds from any fixed origin (the simulated clock in tests,
+a monotonic clock in the I/O layer); the engine never reads a clock itself.
+
+Counters use Linux's MIB names (``/proc/net/snmp`` Tcp: and ``/proc/net/netstat``
+TcpExt:) in :attr:`TcpEngine.mib`, a ``Counter`` the metrics layer reads.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import heapq
+import os
+import struct
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+
+from pystack.tcp import seq as sq
+from pystack.tcp.connection import (
+    F_PASSIVE,
+    F_SACK,
+    F_SEND_SYN,
+    F_TS,
+    F_WSCALE,
+    TCP_MIN_MSS,
+    TCP_MSS_DEFAULT,
+    Connection,
+    EventCallback,
+    _Sock,
+)
+from pystack.tcp.settings import Settings
+from pystack.tcp.state import OPTION_NAMES, TcpState
+from pystack.wire.segment import ACK, RST, SYN, FourTuple, TcpSegment
+
+__all__ = ["MIB_COUNTERS", "Listener", "TcpEngine"]
+
+# Every counter the engine maintains, pre-populated so exporters see zeros.
+MIB_COUNTERS = (
+    # Tcp: (RFC 1213 / /proc/net/snmp)
+    "ActiveOpens",
+    "PassiveOpens",
+    "AttemptFails",
+    "EstabResets",
+    "CurrEstab",
+    "InSegs",
+    "OutSegs",
+    "RetransSegs",
+    "InErrs",
+    "OutRsts",
+    # TcpExt: (/proc/net/netstat)
+    "ListenOverflows",
+    "ListenDrops",
+    "TCPReqQFullDrop",
+    "TCPChallengeACK",
+    "TCPSYNChallenge",
+    "TCPACKSkippedSeq",
+    "TCPACKSkippedChallenge",
+    "TCPAckUnsentData",
+    "DelayedACKs",
+    "DelayedACKLost",
+    "TCPTimeouts",
+    "TCPSynRetrans",
+    "TCPRenoRecovery",
+    "TCPOFOQueue",
+    "TCPDSACKOldSent",
+    "TCPKeepAlive",
+    "TCPAbortOnClose",
+    "TCPAbortOnData",
+    "TCPAbortOnLinger",
+    "TCPAbortOnTimeout",
+    "TCPDeferAcceptDrop",
+    "PAWSEstabRejected",
+    "EmbryonicRsts",
+    "TW",
+    "TWRecycled",
+)
+
+SOMAXCONN_DEFAULT = 4096
+
+
+class Listener(_Sock):
+    """A listening socket (RFC 9293 LISTEN state, §3.10.7.2)."""
+
+    __slots__ = ("ip", "port", "backlog", "_accept_q", "_syn_recv", "closed")
+
+    def __init__(self, engine: TcpEngine, ip: int, port: int, backlog: int) -> None:
+        super().__init__(engine)
+        self.ip = ip
+        self.port = port
+        self.backlog = backlog
+        self._accept_q: deque[Connection] = deque()
+        self._syn_recv = 0  # children in SYN-RECEIVED (the "SYN queue")
+        self.closed = False
+
+    @property
+    def state(self) -> TcpState:
+        return TcpState.CLOSED if self.closed else TcpState.LISTEN
+
+    def __repr__(self) -> str:
+        return f"<Listener port {self.port} backlog {self.backlog} queued {len(self._accept_q)}>"
+
+    @property
+    def pending(self) -> int:
+        """Established connections waiting in the accept queue."""
+        return len(self._accept_q)
+
+    def accept(self) -> Connection | None:
+        """The next established connection, or None if the accept queue is empty."""
+        if self._accept_q:
+            c = self._accept_q.popleft()
+            c.listener = None  # accepted: the connection no longer refers to its listener
+            return c
+        return None
+
+    def close(self) -> None:
+        """Stop listening; queued and half-open connections are reset (Linux)."""
+        if self.closed:
+            return
+        self.closed = True
+        eng = self.engine
+        eng._unlisten(self)
+        for c in list(self._accept_q):
+            c.abort()
+        self._accept_q.clear()
+        for c in list(eng.connections.values()):
+            if c.listener is self and c.state == TcpState.SYN_RECEIVED:
+                c.abort()
+
+    def _emit_accept(self) -> None:
+        if self.on_event is not None:
+            self.engine._queue_event(self, "accept")
+
+
+class TcpEngine:
+    """All TCP state of one stack instance; see the module docstring for the driving loop."""
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        mtu: int = 1500,
+        secret: bytes | None = None,
+        isn: Callable[[FourTuple, float], int] | None = None,
+    ) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self.mtu = mtu
+        self.mib: Counter[str] = Counter({name: 0 for name in MIB_COUNTERS})
+        self.connections: dict[FourTuple, Connection] = {}
+        self.listeners: dict[tuple[int, int], Listener] = {}
+        self._secret = secret if secret is not None else os.urandom(16)
+        self._isn_fn = isn
+        self._tx: list[TcpSegment] = []
+        self._dirty: dict[Connection, None] = {}
+        self._heap: list[tuple[float, int, Connection]] = []
+        self._serial = 0
+        self._now = 0.0
+        self._events: list[tuple[object, str]] = []
+        self._port_counter = 0
+        self._chal_second = -1
+        self._chal_count = 0
+
+    # =================================================================================
+    # User API
+    # =================================================================================
+    def listen(self, ip: int, port: int, backlog: int = 128) -> Listener:
+        """Listen on (ip, port); ip 0 accepts any local address."""
+        key = (ip, port)
+        if key in self.listeners:
+            raise OSError(errno.EADDRINUSE, f"port {port} already listening")
+        backlog = max(0, min(backlog, self.settings.somaxconn))
+        lst = Listener(self, ip, port, backlog)
+        self.listeners[key] = lst
+        return lst
+
+    def connect(
+        self,
+        local_ip: int,
+        remote_ip: int,
+        remote_port: int,
+        local_port: int | None = None,
+        options: Mapping[str, int | str] | None = None,
+        *,
+        now: float | None = None,
+        on_event: EventCallback | None = None,
+    ) -> Connection:
+        """Active open (RFC 9293 §3.10.1): the SYN leaves at the next :meth:`poll`.
+
+        ``options`` are socket options by name applied before the SYN, e.g.
+        ``{"TCP_MAXSEG": 1200, "SO_RCVBUF": 65536}``.
+        """
+        if now is not None:
+            self._now = max(self._now, now)
+        now = self._now
+        if local_port is None:
+            local_port = self._ephemeral_port(local_ip, remote_ip, remote_port)
+        t = FourTuple(local_ip, local_port, remote_ip, remote_port)
+        old = self.connections.get(t)
+        if old is not None:
+            if old.state == TcpState.TIME_WAIT and self.settings.tcp_tw_reuse:
+                self._remove(old)
+                self.mib["TWRecycled"] += 1
+            else:
+                raise OSError(errno.EADDRINUSE, "four-tuple in use")
+        c = Connection(self, t)
+        c.on_event = on_event
+        if options:
+            for name, value in options.items():
+                if name not in OPTION_NAMES:
+                    raise OSError(errno.ENOPROTOOPT, f"unknown socket option {name!r}")
+                c.set_option(name, value)
+        s = self.settings
+        if s.tcp_timestamps:
+            c._f |= F_TS
+        if s.tcp_sack:
+            c._f |= F_SACK
+        if s.tcp_window_scaling:
+            c._f |= F_WSCALE
+        c._init_rcv_window(c._advmss())
+        c._rcv_mss = self._initial_rcv_mss(c)
+        iss = self.isn(t, now)
+        c.iss = c.snd_una = c.snd_nxt = iss
+        c._write_seq = sq.add(iss, 1)
+        c._snd_sml = iss
+        c._ts_offset = self._ts_offset(t)
+        c._set_state(TcpState.SYN_SENT)
+        c._f |= F_SEND_SYN
+        self.connections[t] = c
+        self.mib["ActiveOpens"] += 1
+        self._touch(c)
+        return c
+
+    # =================================================================================
+    # Driving the engine
+    # =================================================================================
+    def input(self, seg: TcpSegment, now: float) -> None:
+        """Process one received segment (RFC 9293 §3.10.7)."""
+        if now > self._now:
+            self._now = now
+        self.mib["InSegs"] += 1
+        t = seg.tuple_at_receiver()
+        c = self.connections.get(t)
+        if c is not None:
+            if c.state == TcpState.TIME_WAIT and self._tw_syn(c, seg):
+                isn_hint = sq.add(c.snd_nxt, 65535 + 2)
+                lst = self._find_listener(seg)
+                if lst is not None:
+                    self.mib["TWRecycled"] += 1
+                    c._set_state(TcpState.CLOSED)
+                    self._remove(c)
+                    self._listen_input(lst, seg, now, isn_hint)
+                    self._flush_events()
+                    return
+            c._input(seg, now)
+            self._flush_events()
+            return
+        lst = self._find_listener(seg)
+        if lst is not None:
+            self._listen_input(lst, seg, now, None)
+            self._flush_events()
+            return
+        self._closed_input(seg)
+
+    def poll(self, now: float) -> list[TcpSegment]:
+        """Segments to transmit now (ACKs, data, retransmissions, RSTs), in order."""
+        if now > self._now:
+            self._now = now
+        out = self._tx
+        self._tx = []
+        while self._dirty:
+            dirty = self._dirty
+            self._dirty = {}
+            for c in dirty:
+                if c.state != TcpState.CLOSED:
+                    c._output(now, out)
+                self._schedule(c)
+            if self._tx:
+                out.extend(self._tx)
+                self._tx = []
+        self.mib["OutSegs"] += len(out)
+        self._flush_events()
+        return out
+
+    def next_deadline(self) -> float | None:
+        """The earliest time :meth:`on_timer` has work to do (``now`` if poll is due)."""
+        if self._dirty or self._tx:
+            return self._now
+        heap = self._heap
+        while heap:
+            d, _, c = heap[0]
+            if c._sched != d or c.state == TcpState.CLOSED:
+                heapq.heappop(heap)
+                continue
+            return d
+        return None
+
+    def on_timer(self, now: float) -> None:
+        """Run every timer due at ``now`` (retransmission, delayed ACK, keepalive, ...)."""
+        if now > self._now:
+            self._now = now
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            d, _, c = heapq.heappop(heap)
+            if c._sched != d or c.state == TcpState.CLOSED:
+                continue
+            c._sched = None
+            c._on_timer(now)
+            self._touch(c)
+        self._flush_events()
+
+    # =================================================================================
+    # Introspection
+    # =================================================================================
+    def state_counts(self) -> dict[str, int]:
+        """Connections per state (for ``pystack_tcp_connections{state}``)."""
+        counts: Counter[str] = Counter()
+        for c in self.connections.values():
+            counts[c.state.name] += 1
+        counts["LISTEN"] += len(self.listeners)
+        return dict(counts)
+
+    def isn(self, t: FourTuple, now: float) -> int:
+        """RFC 6528 §3: ISN = M + F(4-tuple, secret), M a 4 µs timer, F a keyed hash."""
+        if self._isn_fn is not None:
+            return self._isn_fn(t, now) & sq.MASK
+        h = hashlib.blake2s(struct.pack(">IHIH", *t), key=self._secret, digest_size=4)
+        return (int.from_bytes(h.digest(), "big") + int(now * 250_000)) & sq.MASK
+
+    # =================================================================================
+    # Internals used by Connection
+    # =================================================================================
+    def _touch(self, c: Connection) -> None:
+        self._dirty[c] = None
+
+    def _schedule(self, c: Connection) -> None:
+        d = c.next_deadline() if c.state != TcpState.CLOSED else None
+        if d != c._sched:
+            c._sched = d
+            if d is not None:
+                self._serial += 1
+                heapq.heappush(self._heap, (d, self._serial, c))
+
+    def _remove(self, c: Connection) -> None:
+        if self.connections.get(c.four_tuple) is c:
+            del self.connections[c.four_tuple]
+        c._sched = None
+
+    def _unlisten(self, lst: Listener) -> None:
+        if self.listeners.get((lst.ip, lst.port)) is lst:
+            del self.listeners[(lst.ip, lst.port)]
+
+    def _state_changed(self, c: Connection, old: TcpState, new: TcpState) -> None:
+        if old == TcpState.TIME_WAIT and new == TcpState.CLOSED:
+            self.mib["TW"] += 1
+
+    def _queue_event(self, obj: object, kind: str) -> None:
+        self._events.append((obj, kind))
+
+    def _flush_events(self) -> None:
+        while self._events:
+            events = self._events
+            self._events = []
+            for obj, kind in events:
+                cb = getattr(obj, "on_event", None)
+                if cb is not None:
+                    cb(obj, kind)
+
+    def _send_rst(self, t: FourTuple, seq: int, ack: int, flags: int) -> None:
+        self._tx.append(
+            TcpSegment(
+                src_ip=t.local_ip,
+                dst_ip=t.remote_ip,
+                src_port=t.local_port,
+                dst_port=t.remote_port,
+                seq=seq & sq.MASK,
+                ack=ack & sq.MASK if flags & ACK else 0,
+                flags=flags,
+                window=0,
+            )
+        )
+        self.mib["OutRsts"] += 1
+
+    def _challenge_ack_allowed(self, now: float) -> bool:
+        """Global challenge-ACK budget per second (RFC 5961 §7, tcp_challenge_ack_limit)."""
+        second = int(now)
+        if second != self._chal_second:
+            self._chal_second = second
+            self._chal_count = 0
+        self._chal_count += 1
+        return self._chal_count <= self.settings.tcp_challenge_ack_limit
+
+    def _ts_offset(self, t: FourTuple) -> int:
+        """Per-connection TSval offset (tcp_timestamps=1), none for tcp_timestamps=2."""
+        if self.settings.tcp_timestamps != 1:
+            return 0
+        h = hashlib.blake2s(struct.pack(">IHIH", *t), key=self._secret, digest_size=4,
+                            person=b"tsoff")
+        return int.from_bytes(h.digest(), "big")
+
+    @staticmethod
+    def _initial_rcv_mss(c: Connection) -> int:
+        """Linux ``tcp_initialize_rcv_mss``."""
+        hint = min(c._advmss(), c.snd_mss, max(c.rcv_wnd // 2, 1), TCP_MSS_DEFAULT)
+        return max(hint, TCP_MIN_MSS)
+
+    def _ephemeral_port(self, local_ip: int, remote_ip: int, remote_port: int) -> int:
+        """RFC 6056 §3.3.3 style: hash-chosen start, then the first free port."""
+        lo, hi = self.settings.ip_local_port_range
+        n = hi - lo + 1
+        h = hashlib.blake2s(struct.pack(">IIH", local_ip, remote_ip, remote_port),
+                            key=self._secret, digest_size=4, person=b"port")
+        offset = int.from_bytes(h.digest(), "big")
+        for i in range(n):
+            port = lo + (offset + self._port_counter + i) % n
+            t = FourTuple(local_ip, port, remote_ip, remote_port)
+            if t in self.connections or (local_ip, port) in self.listeners or (
+                0,
+                port,
+            ) in self.listeners:
+                continue
+            self._port_counter += i + 1
+            return port
+        raise OSError(errno.EADDRNOTAVAIL, "no free local port")
+
+    def _find_listener(self, seg: TcpSegment) -> Listener | None:
+        lst = self.listeners.get((seg.dst_ip, seg.dst_port))
+        if lst is None:
+            lst = self.listeners.get((0, seg.dst_port))
+        return lst
+
+    def _tw_syn(self, c: Connection, seg: TcpSegment) -> bool:
+        """A new SYN may reuse a TIME-WAIT four-tuple (Linux tcp_timewait_state_process)."""
+        if seg.flags & (SYN | RST | ACK) != SYN:
+            return False
+        if sq.gt(seg.seq, c.rcv_nxt):
+            return True
+        ts = seg.options.timestamp
+        return bool(c._f & F_TS) and ts is not None and sq.gt(ts[0], c.ts_recent)
+
+    def _closed_input(self, seg: TcpSegment) -> None:
+        """RFC 9293 §3.10.7.1: no connection and no listener -> RST (never for a RST)."""
+        f = seg.flags
+        if f & RST:
+            return
+        t = seg.tuple_at_receiver()
+        if f & ACK:
+            self._send_rst(t, seg.ack, 0, RST)
+        else:
+            self._send_rst(t, 0, sq.add(seg.seq, seg.seg_len), RST | ACK)
+
+    def _listen_input(self, lst: Listener, seg: TcpSegment, now: float, isn: int | None) -> None:
+        """RFC 9293 §3.10.7.2 LISTEN STATE."""
+        f = seg.flags
+        if f & RST:
+            return  # first: an incoming RST is ignored
+        if f & ACK:
+            # second: any acknowledgment is bad -> <SEQ=SEG.ACK><CTL=RST>
+            self._send_rst(seg.tuple_at_receiver(), seg.ack, 0, RST)
+            return
+        if not f & SYN:
+            return
+        mib = self.mib
+        # Linux tcp_conn_request: accept queue full -> drop (ListenOverflows).
+        if len(lst._accept_q) > lst.backlog:
+            mib["ListenOverflows"] += 1
+            mib["ListenDrops"] += 1
+            return
+        # SYN queue full -> drop (SYN cookies are the XDP layer's job).
+        s = self.settings
+        syn_limit = max(lst.backlog, 1)
+        if not s.tcp_syncookies:
+            syn_limit = min(syn_limit, s.tcp_max_syn_backlog)
+        if lst._syn_recv >= syn_limit:
+            mib["TCPReqQFullDrop"] += 1
+            mib["ListenDrops"] += 1
+            return
+        t = seg.tuple_at_receiver()
+        c = Connection(self, t, listener=lst)
+        c._inherit(lst)
+        c._f |= F_PASSIVE
+        c.irs = seg.seq
+        c.rcv_nxt = sq.add(seg.seq, 1)
+        c._negotiate(seg, passive=True)
+        ts = seg.options.timestamp
+        if c._f & F_TS and ts is not None:
+            c.ts_recent = ts[0]
+            c.ts_recent_age = now
+        # Linux tcp_openreq_init_rwin: the window is computed on MSS minus the TS option.
+        c._init_rcv_window(c._advmss() - (12 if c._f & F_TS else 0))
+        c._rcv_mss = self._initial_rcv_mss(c)
+        iss = isn if isn is not None else self.isn(t, now)
+        c.iss = c.snd_una = c.snd_nxt = iss
+        c._write_seq = sq.add(iss, 1)
+        c._snd_sml = iss
+        c._ts_offset = self._ts_offset(t)
+        c.snd_wnd = seg.window  # SYN windows are not scaled (RFC 7323 §2.2)
+        c.max_window = seg.window
+        c.snd_wl1 = seg.seq
+        c.snd_wl2 = iss
+        c._last_rcv = now
+        c.segs_in = 1
+        c._set_state(TcpState.SYN_RECEIVED)
+        lst._syn_recv += 1
+        c._f |= F_SEND_SYN
+        c.on_event = None
+        self.connections[t] = c
+        # Data or FIN on a SYN (without Fast Open) is ignored; the peer retransmits it.
+        self._touch(c)
+
