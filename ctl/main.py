@@ -26,30 +26,29 @@ def parse_ports(text: str) -> list[int]:
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
-    from pystack.iface.datapath import Datapath
-    from pystack.stack import RefuseAll, Stack
-    from pystack.xdp.program import XdpError
+    from pystack.apps import APPS
+    from pystack.host import Host, HostError
 
     ports = [p for spec in args.port for p in parse_ports(spec)]
+    if args.app not in APPS:
+        raise UsageError(f"--app {args.app}: choose from {', '.join(APPS)}")
     try:
         socket.if_nametoindex(args.iface)
     except OSError:
         raise UsageError(f"no such interface: {args.iface}") from None
     if os.geteuid() != 0:
         raise UsageError("attach needs root (CAP_BPF and CAP_NET_ADMIN)")
-    if args.app != "refuse":
-        raise UsageError(f"--app {args.app}: only 'refuse' runs until the TCP engine lands")
     try:
-        dp = Datapath(args.iface, mode=args.mode)
-    except (XdpError, OSError) as e:
+        host = Host(args.iface, mode=args.mode, sysctls=args.sysctl, metrics=args.metrics)
+    except (HostError, ValueError, OSError) as e:
         raise UsageError(str(e)) from None
-    with dp:
+    with host:
         for p in ports:
-            dp.own_port(p)
-        stack = Stack(dp, RefuseAll())
+            host.serve(p, APPS[args.app])
+        extra = f", metrics on http://{args.metrics}/metrics" if args.metrics else ""
         print(f"pystack: attached to {args.iface} ({args.mode}), ports "
-              f"{','.join(map(str, ports))}, app {args.app}; Ctrl-C to detach", flush=True)
-        stack.run_forever()
+              f"{','.join(map(str, ports))}, app {args.app}{extra}; Ctrl-C to detach", flush=True)
+        host.run_forever()
     print(f"pystack: detached from {args.iface}", flush=True)
     return 0
 
@@ -69,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("attach", help="run pystack on IFACE in the foreground")
     a.add_argument("iface")
     a.add_argument("--port", action="append", required=True, help="P[,P..]")
-    a.add_argument("--app", default="refuse")
+    a.add_argument("--app", default="echo", help="echo | discard")
     a.add_argument("--mode", default="native", choices=["native", "skb"])
+    a.add_argument("--sysctl", action="append", default=[], metavar="NAME=VALUE")
+    a.add_argument("--metrics", metavar="HOST:PORT")
     a.set_defaults(func=cmd_attach)
     d = sub.add_parser("demo", help="build a veth bed, serve a kernel client, tear down")
     d.set_defaults(func=cmd_demo)

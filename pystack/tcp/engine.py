@@ -157,6 +157,9 @@ class TcpEngine:
         self.mib: Counter[str] = Counter({name: 0 for name in MIB_COUNTERS})
         self.connections: dict[FourTuple, Connection] = {}
         self.listeners: dict[tuple[int, int], Listener] = {}
+        # Called with a connection's four-tuple when it is forgotten (the data path stops
+        # steering an active open's flow then).
+        self.on_remove: Callable[[FourTuple], None] | None = None
         self._secret = secret if secret is not None else os.urandom(16)
         self._isn_fn = isn
         self._tx: list[TcpSegment] = []
@@ -352,6 +355,8 @@ class TcpEngine:
     def _remove(self, c: Connection) -> None:
         if self.connections.get(c.four_tuple) is c:
             del self.connections[c.four_tuple]
+            if self.on_remove is not None:
+                self.on_remove(c.four_tuple)
         c._sched = None
 
     def _unlisten(self, lst: Listener) -> None:

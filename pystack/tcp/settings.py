@@ -83,7 +83,9 @@ SETTINGS_SPEC: dict[str, _Spec] = {
     "tcp_workaround_signed_windows": _Spec(_I, "int", 0, 0, 1),
     "tcp_notsent_lowat": _Spec(_I, "int", 0xFFFFFFFF, 0, 0xFFFFFFFF),
     "tcp_early_retrans": _Spec(_I, "int", 3, 0, 4),
-    "ip_local_port_range": _Spec(_I, "vec", (32768, 60999), 1, 65535, 2),
+    # pystack shares its address with the kernel: its default sits above the kernel's own
+    # default range (32768-60999) so the two never pick the same ephemeral port.
+    "ip_local_port_range": _Spec(_I, "vec", (61000, 65535), 1, 65535, 2),
     "rmem_max": _Spec(_C, "int", 212992, 2304, _INT_MAX),
     "wmem_max": _Spec(_C, "int", 212992, 4608, _INT_MAX),
     "somaxconn": _Spec(_C, "int", 4096, 0, _INT_MAX),
