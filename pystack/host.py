@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import os
 import queue
 import socket
 import threading
@@ -61,6 +63,9 @@ class Host:
         self._flows: set[FourTuple] = set()
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
         self._loop_thread: threading.Thread | None = None
+        # The network namespace this host was made in: its loop thread must run there too
+        # (sockets and pyroute2 handles bind to the namespace of the thread using them).
+        self._netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         self.metrics = None
         if metrics:
             try:
@@ -134,6 +139,7 @@ class Host:
     def start(self, max_wait: float = 0.02) -> None:
         """Run the loop in a background thread (for embedding); use call() to reach it."""
         def loop() -> None:
+            _setns(self._netns_fd)
             while not self.stack._stopping:
                 self.step(max_wait)
 
@@ -150,6 +156,9 @@ class Host:
         self.stop()
         for t in list(self._flows):
             self._forget_flow(t)
+        if self._netns_fd >= 0:
+            os.close(self._netns_fd)
+            self._netns_fd = -1
         if self.metrics is not None:
             self.metrics.close()  # type: ignore[attr-defined]
             self.metrics = None
@@ -160,6 +169,17 @@ class Host:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    """Move the calling thread into the network namespace open at fd."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
 
 
 def _ip(addr: str | int) -> int:

@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pyroute2 import IPRoute, NetNS, netns
+from pyroute2 import NetNS, netns
 
 PREFIX = "pystack-"
 NS_RE = re.compile(rf"^{PREFIX}(\d+)-([0-9a-f]+)-[sp]$")
@@ -58,6 +58,7 @@ class Testbed:
     _stub_link: int = -1
     _stub_prog: int = -1
     _destroyed: bool = False
+    _owner: int = field(default_factory=os.getpid)
 
     # ---- life cycle ----
     @classmethod
@@ -81,11 +82,11 @@ class Testbed:
     def _build(self, *, peer_offload: bool, stub: bool) -> None:
         for side in (self.stack, self.peer):
             netns.create(side.netns)
-        with IPRoute() as ipr:
-            ipr.link("add", ifname=self.stack.ifname, kind="veth", peer=self.peer.ifname)
-            for side in (self.stack, self.peer):
-                idx = ipr.link_lookup(ifname=side.ifname)[0]
-                ipr.link("set", index=idx, net_ns_fd=side.netns)
+        # Made inside the stack namespace with the peer end placed straight into the peer's:
+        # the veth never exists in the caller's namespace.
+        with NetNS(self.stack.netns) as ns:
+            ns.link("add", ifname=self.stack.ifname, kind="veth",
+                    peer={"ifname": self.peer.ifname, "net_ns_fd": self.peer.netns})
         for side in (self.stack, self.peer):
             with NetNS(side.netns) as ns:
                 lo = ns.link_lookup(ifname="lo")[0]
@@ -116,8 +117,10 @@ class Testbed:
         self._stub_link = link
 
     def destroy(self) -> None:
-        """Kill what the bed started, drop the stub, delete both namespaces. Idempotent."""
-        if self._destroyed:
+        """Kill what the bed started, drop the stub, delete both namespaces. Idempotent.
+        Only the creating process tears down: a forked child (pyroute2 forks to open sockets
+        in namespaces) that unwinds must not delete its parent's bed."""
+        if self._destroyed or os.getpid() != self._owner:
             return
         self._destroyed = True
         with _deferred_signals():
@@ -235,7 +238,11 @@ def sigterm_as_interrupt() -> None:
     """Make SIGTERM unwind like Ctrl-C, so `finally` blocks and context managers tear beds
     down. For the main thread of tools that build beds (demo, benchmarks, test sessions)."""
 
+    owner = os.getpid()
+
     def handler(signum: int, _frame: object) -> None:
+        if os.getpid() != owner:  # a forked child inherited this: die, run no cleanup
+            os._exit(128 + signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, handler)

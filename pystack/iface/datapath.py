@@ -25,6 +25,8 @@ from pystack.xdp.program import IngressProgram
 
 log = logging.getLogger("pystack.datapath")
 
+UNRESOLVED_QLEN = 101  # like the kernel's default unres_qlen_bytes / typical frame
+
 
 @dataclass
 class DatapathStats:
@@ -34,7 +36,7 @@ class DatapathStats:
     rx_malformed: int = 0  # frames the XDP program passed but the parser refused
     rx_unverified: int = 0  # frames without the XDP "checksum verified" mark, dropped
     tx_frames: int = 0
-    tx_no_neighbour: int = 0  # segments dropped: no MAC for the destination yet
+    tx_no_neighbour: int = 0  # segments dropped: no MAC and the wait queue was full
     tx_ring_full: int = 0  # segments dropped: no frame or ring slot
     malformed_by_reason: dict[str, int] = field(default_factory=dict)
 
@@ -62,6 +64,8 @@ class Datapath:
         self.neigh: NeighbourTable | None = None
         self.ifindex = 0
         self._owned: set[tuple[int, str | int]] = set()
+        # Segments waiting for ARP, per destination (the kernel's arp_queue, bounded).
+        self._unresolved: dict[int, list[TcpSegment]] = {}
         try:
             self.neigh = NeighbourTable(ifname)
             self.xsk = XskSocket(ifname, 0, frames=frames, ring_size=ring_size,
@@ -142,8 +146,11 @@ class Datapath:
 
     # ---- transmit ----
     def send(self, segments: Iterable[TcpSegment]) -> int:
-        """Build and queue segments; returns how many were queued."""
+        """Build and queue segments; returns how many were queued. Segments to a neighbour
+        not yet resolved wait (up to UNRESOLVED_QLEN each) and go with a later call."""
         segs = list(segments)
+        if self._unresolved:
+            segs = self._take_resolved() + segs
         if not segs:
             return 0
         xsk = self.xsk
@@ -155,7 +162,7 @@ class Datapath:
         for seg in segs[:k]:
             mac = self.neigh.lookup(seg.dst_ip)
             if mac is None:
-                self.stats.tx_no_neighbour += 1
+                self._wait_for_neighbour(seg)
                 continue
             if frame_len(seg) > xsk.frame_size:
                 raise ValueError(f"segment of {len(seg.payload)} bytes exceeds a frame")
@@ -168,6 +175,22 @@ class Datapath:
             self.stats.tx_ring_full += used - sent
         self.stats.tx_frames += sent
         return sent
+
+
+    def _wait_for_neighbour(self, seg: TcpSegment) -> None:
+        q = self._unresolved.setdefault(seg.dst_ip, [])
+        if len(q) < UNRESOLVED_QLEN:
+            q.append(seg)
+        else:
+            self.stats.tx_no_neighbour += 1
+
+    def _take_resolved(self) -> list[TcpSegment]:
+        assert self.neigh is not None
+        out: list[TcpSegment] = []
+        for ip in list(self._unresolved):
+            if self.neigh.lookup(ip) is not None:
+                out += self._unresolved.pop(ip)
+        return out
 
 
 def _interface_ips(neigh: NeighbourTable) -> list[int]:

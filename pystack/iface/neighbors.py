@@ -30,9 +30,13 @@ class NeighbourTable:
         self.ttl = ttl
         self._cache: dict[int, tuple[bytes, float]] = {}
         self._learned: dict[int, bytes] = {}
+        # Created now, so it lives in the interface's namespace whatever thread solicits.
+        self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._udp.setblocking(False)
 
     def close(self) -> None:
         self.ipr.close()
+        self._udp.close()
 
     def learn(self, ip: int, mac: bytes) -> None:
         """Remember the source MAC of a frame received from ip."""
@@ -62,5 +66,5 @@ class NeighbourTable:
     def solicit(self, ip: int) -> None:
         """Make the kernel resolve ip: a zero-length UDP datagram to the discard port."""
         dst = socket.inet_ntoa(ip.to_bytes(4, "big"))
-        with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(b"", (dst, 9))
+        with contextlib.suppress(OSError):
+            self._udp.sendto(b"", (dst, 9))
