@@ -13,11 +13,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import echo_pps
+from bench import bulk, echo_pps
 from pystack.testbed import sigterm_as_interrupt
 
 BENCHMARKS: dict[str, Callable[[], dict[str, object]]] = {
     "echo_pps": echo_pps.run,
+    "bulk": bulk.run,
 }
 
 HERE = Path(__file__).resolve().parent
