@@ -204,10 +204,13 @@ uint32_t ps_rx_burst(struct ps_xsk *x, struct ps_desc *out, uint32_t max)
         out[k].addr = d->addr;
         out[k].len = d->len;
         out[k].flags = 0;
+        out[k].syncookie = 0;
         if (d->addr % x->frame_size >= META_SIZE) {
             const uint16_t *meta = (const uint16_t *)(x->area + d->addr - META_SIZE);
-            if (meta[1] == META_MAGIC)
+            if (meta[1] == META_MAGIC) {
                 out[k].flags = meta[0];
+                memcpy(&out[k].syncookie, meta + 2, 4);
+            }
         }
         k++;
     }
@@ -248,6 +251,7 @@ uint32_t ps_tx_alloc(struct ps_xsk *x, struct ps_desc *descs, uint32_t n)
         descs[k].addr = (uint64_t)f * x->frame_size;
         descs[k].len = 0;
         descs[k].flags = 0;
+        descs[k].syncookie = 0;
         k++;
     }
     return k;
@@ -499,15 +503,26 @@ int ps_xdp_query_id(int ifindex, uint32_t *prog_id)
 }
 
 int ps_xdp_test_run(int prog_fd, const uint8_t *frame, uint32_t len, uint32_t *action,
-                    uint8_t *out, uint32_t *out_len)
+                    uint8_t *out, uint32_t *out_len, uint32_t *meta_len)
 {
+    /* The kernel reports where the metadata ends only through an xdp_md context, and
+     * takes one only if it describes the input exactly: no metadata, data_end = len. */
+    struct xdp_md ctx_in = {.data = 0, .data_end = len}, ctx_out = {0};
     LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame, .data_size_in = len,
                 .data_out = out, .data_size_out = out ? *out_len : 0, .repeat = 1);
+    if (meta_len) {
+        opts.ctx_in = &ctx_in;
+        opts.ctx_size_in = sizeof(ctx_in);
+        opts.ctx_out = &ctx_out;
+        opts.ctx_size_out = sizeof(ctx_out);
+    }
     int r = bpf_prog_test_run_opts(prog_fd, &opts);
     if (r < 0)
         return -errno;
     *action = opts.retval;
     if (out_len)
         *out_len = opts.data_size_out;
+    if (meta_len)
+        *meta_len = ctx_out.data;
     return 0;
 }

@@ -7,6 +7,8 @@ struct ps_desc {
     uint64_t addr;
     uint32_t len;
     uint32_t flags;  /* rx: the XDP program's pystack_meta flags (META_CSUM_OK ...) */
+    uint32_t syncookie;  /* rx: pystack_meta.syncookie, the SYN-cookie options of a
+                          * META_COOKIE_OK frame (pystack.xdp.abi.decode_cookie_info), else 0 */
 };
 
 /* Frame accounting: every frame of the UMEM is in exactly one of these places. */
@@ -72,6 +74,7 @@ int ps_xdp_link_create(int prog_fd, int ifindex, uint32_t xdp_flags);
 int ps_xdp_pass_prog(void);
 int ps_xdp_query_id(int ifindex, uint32_t *prog_id);
 /* Run an XDP program once on a frame (BPF_PROG_TEST_RUN). Returns 0 and sets *action, or
- * -errno. out (optional) receives the frame as the program left it. */
+ * -errno. out (optional) receives the frame as the program left it, preceded by the
+ * metadata it wrote; with meta_len non-NULL *meta_len is set to that metadata's size. */
 int ps_xdp_test_run(int prog_fd, const uint8_t *frame, uint32_t len, uint32_t *action,
-                    uint8_t *out, uint32_t *out_len);
+                    uint8_t *out, uint32_t *out_len, uint32_t *meta_len);

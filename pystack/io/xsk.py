@@ -93,7 +93,9 @@ class XskSocket:
         return r > 0
 
     def recv(self) -> int:
-        """Fill `rx_descs` with up to `batch` frames; returns the count. Release them after."""
+        """Fill `rx_descs` with up to `batch` frames; returns the count. Release them after.
+        Each desc has addr, len, flags (the XDP program's META_* flags) and syncookie (with
+        META_COOKIE_OK, the handshake's options: pystack.xdp.abi.decode_cookie_info)."""
         return int(lib.ps_rx_burst(self._x, self.rx_descs, self.batch))
 
     def frame(self, desc: Any) -> memoryview:

@@ -76,6 +76,7 @@ XDP_DROP_REASONS: tuple[str, ...] = (
     "tcp_checksum",
     "fragment",
     "no_xsk",
+    "syncookie_failed",
 )
 # Linux's state names (include/net/tcp_states.h without TCP_), as /proc/net/tcp numbers them.
 CONNECTION_STATES: tuple[str, ...] = (

@@ -10,6 +10,7 @@ import ctypes
 import os
 import socket
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 from pystack.xdp import abi
@@ -61,7 +62,13 @@ class IngressProgram:
         self.owned_flows = self.bpf[b"owned_flows"]
         self.action_count = self.bpf[b"action_count"]
         self.drop_count = self.bpf[b"drop_count"]
+        self.syncookie_cfg = self.bpf[b"syncookie_cfg"]
+        self.syncookie_keys = self.bpf[b"syncookie_keys"]
+        self.syncookie_pressure = self.bpf[b"syncookie_pressure"]
+        self.syncookie_recent = self.bpf[b"syncookie_recent"]
+        self.syncookie_count = self.bpf[b"syncookie_count"]
         self._links: dict[int, int] = {}
+        self.reset_syncookies()
 
     @property
     def prog_fd(self) -> int:
@@ -104,8 +111,11 @@ class IngressProgram:
         self.owned_ports[key] = ctypes.c_uint32(1)
 
     def disown_port(self, port: int, addr: str | int = 0) -> None:
+        """Give the port back to the kernel, forgetting its SYN-cookie pressure and history."""
         key = self.owned_ports.Key(_ip_be(addr), _port_be(port), 0)
         self.owned_ports.pop(key, None)
+        self.syncookie_pressure.pop(self.syncookie_pressure.Key(key.addr, key.port, 0), None)
+        self.syncookie_recent.pop(self.syncookie_recent.Key(key.addr, key.port, 0), None)
 
     def own_flow(self, local: tuple[str | int, int], remote: tuple[str | int, int]) -> None:
         self.owned_flows[self._flow_key(local, remote)] = ctypes.c_uint32(1)
@@ -117,6 +127,106 @@ class IngressProgram:
         return self.owned_flows.Key(
             _ip_be(remote[0]), _ip_be(local[0]), _port_be(remote[1]), _port_be(local[1])
         )
+
+    # ---- SYN cookies (net.ipv4.tcp_syncookies; bpf/pystack_xdp.h) ----
+    # Linux's defaults: tcp_syncookies=1; timestamps, SACK and window scaling on; ECN
+    # accepted when a SYN asks for it (tcp_ecn=2).
+    SYNCOOKIE_DEFAULTS: dict[str, int | bool] = {
+        "mode": 1, "mss": 1460, "window": 65535, "wscale": 7, "ttl": 64, "timestamps": True,
+        "sack": True, "window_scaling": True, "ecn": True, "ts_offset": 0,
+    }
+
+    def reset_syncookies(self) -> None:
+        """Defaults everywhere: SYNCOOKIE_DEFAULTS, a fresh random key (no previous one),
+        no listener under pressure, no memory of cookies sent."""
+        self.configure_syncookies(**self.SYNCOOKIE_DEFAULTS)  # type: ignore[arg-type]
+        self.set_cookie_key(os.urandom(16), rotate=False)
+        self.syncookie_pressure.clear()
+        self.syncookie_recent.clear()
+
+    def set_syncookies(self, mode: int) -> None:
+        """net.ipv4.tcp_syncookies: 0 never, 1 when a listener's pressure flag is up,
+        2 always."""
+        self.configure_syncookies(mode=mode)
+
+    def syncookies(self) -> int:
+        """The current net.ipv4.tcp_syncookies mode."""
+        return int(self.syncookie_cfg[ctypes.c_int(0)].mode)
+
+    def configure_syncookies(
+        self, *, mode: int | None = None, mss: int | None = None, window: int | None = None,
+        wscale: int | None = None, ttl: int | None = None, timestamps: bool | None = None,
+        sack: bool | None = None, window_scaling: bool | None = None, ecn: bool | None = None,
+        ts_offset: int | None = None,
+    ) -> None:
+        """Change what cookie SYN-ACKs say (arguments left None keep their value): our MSS,
+        the window field, our window-scale shift, the IPv4 TTL, which options may be
+        offered (tcp_timestamps, tcp_sack, tcp_window_scaling, tcp_ecn) and the offset of
+        the timestamp clock (TSval = CLOCK_MONOTONIC ms + ts_offset)."""
+        if mode is not None and mode not in (0, 1, 2):
+            raise ValueError(f"tcp_syncookies is 0, 1 or 2, not {mode!r}")
+        if mss is not None and not 0 < mss < 65536:
+            raise ValueError(f"MSS out of range: {mss}")
+        if window is not None and not 0 <= window < 65536:
+            raise ValueError(f"window out of range: {window}")
+        if wscale is not None and not 0 <= wscale <= 14:
+            raise ValueError(f"window scale out of range (0..14): {wscale}")
+        if ttl is not None and not 0 < ttl < 256:
+            raise ValueError(f"TTL out of range: {ttl}")
+        key = ctypes.c_int(0)
+        cfg = self.syncookie_cfg[key]
+        if mode is not None:
+            cfg.mode = mode
+        if mss is not None:
+            cfg.mss = mss
+        if window is not None:
+            cfg.window = window
+        if wscale is not None:
+            cfg.wscale = wscale
+        if ttl is not None:
+            cfg.ttl = ttl
+        if ts_offset is not None:
+            cfg.ts_offset = ts_offset & 0xFFFFFFFF
+        for on, bit in ((timestamps, abi.SC_CFG_TIMESTAMPS), (sack, abi.SC_CFG_SACK),
+                        (window_scaling, abi.SC_CFG_WSCALE), (ecn, abi.SC_CFG_ECN)):
+            if on is not None:
+                cfg.flags = (cfg.flags | bit) if on else (cfg.flags & ~bit)
+        self.syncookie_cfg[key] = cfg
+
+    def set_listener_pressure(self, port: int, addr: str | int = 0, on: bool = True) -> None:
+        """Raise (on) or lower the listener's "SYN backlog overflowing" flag, keyed like
+        own_port(). In mode 1 SYNs to it are answered with cookies while it is up."""
+        key = self.syncookie_pressure.Key(_ip_be(addr), _port_be(port), 0)
+        if on:
+            self.syncookie_pressure[key] = ctypes.c_uint32(1)
+        else:
+            self.syncookie_pressure.pop(key, None)
+
+    def set_cookie_key(self, key: bytes, *, rotate: bool = True) -> None:
+        """Install a 16-byte cookie key as the primary. With rotate, the old primary
+        becomes the previous key (still accepted on check: a cookie outlives one rotation,
+        not two); without it the previous key is forgotten."""
+        if len(key) != 16:
+            raise ValueError("the SYN-cookie key is 16 bytes")
+        keys = self.syncookie_keys
+        prev = keys.Leaf()
+        if rotate:
+            prev = keys[ctypes.c_int(0)]
+        # Previous first: a check running in between still accepts every live cookie.
+        keys[ctypes.c_int(1)] = prev
+        k0, k1 = struct.unpack("<QQ", key)
+        keys[ctypes.c_int(0)] = keys.Leaf(k0, k1, 1, 0)
+
+    def rotate_cookie_key(self) -> bytes:
+        """A fresh random primary key; the current one becomes the previous. Returns it."""
+        key = os.urandom(16)
+        self.set_cookie_key(key)
+        return key
+
+    def syncookie_counters(self) -> dict[str, int]:
+        """SyncookiesSent, SyncookiesRecv, SyncookiesFailed (Linux's TcpExt names)."""
+        return {name: self._sum(self.syncookie_count, i)
+                for i, name in enumerate(abi.SYNCOOKIE_COUNTERS)}
 
     # ---- counters (summed over CPUs at read time) ----
     def actions(self) -> dict[str, int]:
@@ -133,15 +243,51 @@ class IngressProgram:
 XDP_ACTIONS = ("aborted", "drop", "pass", "tx", "redirect")  # enum xdp_action order
 
 
+def _action_name(act: int) -> str:
+    return XDP_ACTIONS[act] if act < len(XDP_ACTIONS) else f"unknown({act})"
+
+
 def test_run(prog_fd: int, frame: bytes) -> str:
     """Run the program once on frame in the kernel (BPF_PROG_TEST_RUN): its action name."""
     from pystack.io._xsk import ffi, lib
 
     act = ffi.new("uint32_t *")
-    r = lib.ps_xdp_test_run(prog_fd, frame, len(frame), act, ffi.NULL, ffi.NULL)
+    r = lib.ps_xdp_test_run(prog_fd, frame, len(frame), act, ffi.NULL, ffi.NULL, ffi.NULL)
     if r < 0:
         raise OSError(-r, f"BPF_PROG_TEST_RUN failed: {os.strerror(-r)}")
-    return XDP_ACTIONS[act[0]] if act[0] < len(XDP_ACTIONS) else f"unknown({act[0]})"
+    return _action_name(act[0])
+
+
+@dataclass(frozen=True, slots=True)
+class XdpRunResult:
+    """One BPF_PROG_TEST_RUN: the action, the frame as the program left it (an XDP_TX
+    reply, a redirected frame) and the pystack_meta it wrote in front (None if none)."""
+
+    action: str
+    frame: bytes
+    meta_flags: int | None = None
+    syncookie: int = 0
+
+
+def test_run_frame(prog_fd: int, frame: bytes, max_len: int = 4096) -> XdpRunResult:
+    """Run the program once on frame; return its action, output frame and metadata."""
+    from pystack.io._xsk import ffi, lib
+
+    act = ffi.new("uint32_t *")
+    out = ffi.new("uint8_t[]", max_len)
+    out_len = ffi.new("uint32_t *", max_len)
+    meta_len = ffi.new("uint32_t *")
+    r = lib.ps_xdp_test_run(prog_fd, frame, len(frame), act, out, out_len, meta_len)
+    if r < 0:
+        raise OSError(-r, f"BPF_PROG_TEST_RUN failed: {os.strerror(-r)}")
+    data = bytes(ffi.buffer(out, out_len[0]))
+    m = int(meta_len[0])
+    flags, cookie = None, 0
+    if m >= abi.META_SIZE:
+        f, magic, c = struct.unpack_from("=HHI", data, m - abi.META_SIZE)
+        if magic == abi.META_MAGIC:
+            flags, cookie = f, c
+    return XdpRunResult(_action_name(act[0]), data[m:], flags, cookie)
 
 
 def attached_prog_id(ifindex: int) -> int:
