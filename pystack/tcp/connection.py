@@ -112,6 +112,8 @@ F_PUSH_ONCE = 1 << 22  # send partial segments once despite Nagle/cork
 F_CLOSED_EVT = 1 << 23
 F_SYN_RETRANS = 1 << 24  # SYN or SYN-ACK was retransmitted (Karn)
 F_URG_INLINE_SEEN = 1 << 25
+F_IN_ORPHANS = 1 << 26  # counted in engine.orphan_count
+F_IN_TW = 1 << 27  # counted in engine.tw_count
 
 # Urgent data state (Linux tp->urg_data).
 URG_NONE = 0
@@ -296,7 +298,7 @@ class _Sock:
                 raise OSError(errno.EINVAL, "TCP_USER_TIMEOUT must be >= 0")
             self._set_opt(optname, v)
         elif optname == TCP_NOTSENT_LOWAT:
-            self._set_opt(optname, v)
+            self._set_opt(optname, v & 0xFFFFFFFF)  # Linux: any int, kept as a u32
         else:
             raise OSError(errno.ENOPROTOOPT, f"unsupported TCP option {optname}")
         self._option_changed(optname)
@@ -344,7 +346,7 @@ class _Sock:
         if optname == TCP_CONGESTION:
             return str(self._opt(TCP_CONGESTION, s.tcp_congestion_control))
         if optname == TCP_NOTSENT_LOWAT:
-            return int(self._opt(optname, s.tcp_notsent_lowat))
+            return int(self._opt(optname, 0))  # Linux: 0 = "use net.ipv4.tcp_notsent_lowat"
         if optname == TCP_INFO:
             raise OSError(errno.ENOPROTOOPT, "use tcp_info()")
         raise OSError(errno.ENOPROTOOPT, f"unsupported TCP option {optname}")
@@ -550,10 +552,21 @@ class Connection(_Sock):
 
     @property
     def writable(self) -> int:
-        """Bytes :meth:`send` would accept now."""
+        """Bytes :meth:`send` would accept now.
+
+        With TCP_NOTSENT_LOWAT / tcp_notsent_lowat, nothing while the unsent bytes are at or
+        above the mark; below it, up to the mark rounded up to whole segments (Linux adds
+        whole MSS-sized buffers while ``write_seq - snd_nxt < lowat``).
+        """
         if self.state not in _SEND_STATES or self._f & F_WR_SHUT or self.error:
             return 0
-        return max(0, self._sndbuf_limit() - self.outq)
+        room = self._sndbuf_limit() - self.outq
+        lowat = self._notsent_lowat()
+        unsent = self.unsent
+        if unsent >= lowat:
+            return 0
+        mss = self._eff_mss()
+        return max(0, min(room, -(-lowat // mss) * mss - unsent))
 
     @property
     def at_eof(self) -> bool:
@@ -676,6 +689,7 @@ class Connection(_Sock):
         if self._f & F_ORPHAN:
             return
         self._f |= F_ORPHAN
+        self._account()
         self.on_event = None
         st = self.state
         if st == TcpState.CLOSED:
@@ -697,6 +711,21 @@ class Connection(_Sock):
             self.shutdown_write()
         elif st == TcpState.FIN_WAIT_2:
             self._enter_fin_wait_2(self.engine._now)
+        st = self.state
+        if st == TcpState.CLOSED:
+            return
+        if (
+            self._f & F_IN_ORPHANS
+            and not (st == TcpState.FIN_WAIT_2 and self._fin_time() <= TCP_TIMEWAIT_LEN)
+            and self.engine.orphan_count > self.engine.settings.tcp_max_orphans
+        ):
+            # Linux tcp_close -> tcp_check_oom: too many orphans -> RST instead of FIN
+            # (a FIN-WAIT-2 socket with a short fin time becomes a TIME-WAIT bucket there).
+            self.engine.mib["TCPAbortOnMemory"] += 1
+            self._send_rst_now(self.snd_nxt, self.rcv_nxt)
+            self._set_state(TcpState.CLOSED)
+            self._release()
+            return
         self.engine._touch(self)
 
     def abort(self) -> None:
@@ -705,6 +734,7 @@ class Connection(_Sock):
         if st in _SYNC_NOT_TW or st == TcpState.SYN_RECEIVED:
             self._send_rst_now(self.snd_nxt, self.rcv_nxt)
         self._f |= F_ORPHAN
+        self._account()
         self.on_event = None
         if st != TcpState.CLOSED:
             self._set_state(TcpState.CLOSED)
@@ -911,6 +941,21 @@ class Connection(_Sock):
     def _user_timeout(self) -> float:
         return int(self._opt(TCP_USER_TIMEOUT, 0)) / 1000.0
 
+    def _notsent_lowat(self) -> int:
+        """Linux ``tcp_notsent_lowat``: the socket's TCP_NOTSENT_LOWAT, else the sysctl."""
+        return int(self._opt(TCP_NOTSENT_LOWAT, 0)) or self.engine.settings.tcp_notsent_lowat
+
+    def _write_space(self) -> None:
+        """Linux ``sk_stream_write_space``: wake a writer that found no room, once there is
+        room again and (TCP_NOTSENT_LOWAT) the unsent bytes are below half the mark."""
+        if (
+            self._f & F_WANT_WRITE
+            and self.writable > 0
+            and 2 * self.unsent < self._notsent_lowat()
+        ):
+            self._f &= ~F_WANT_WRITE
+            self._emit_event("writable")
+
     def _fin_time(self) -> float:
         """Linux ``tcp_fin_time``: FIN-WAIT-2 lifetime of an orphan (>= 3.5 RTO)."""
         lg = self._opt(TCP_LINGER2, 0)
@@ -946,7 +991,34 @@ class Connection(_Sock):
         if old == TcpState.SYN_RECEIVED and self.listener is not None and self._f & F_PASSIVE:
             self.listener._syn_recv -= 1
         self.state = new
+        self._account()
         self.engine._state_changed(self, old, new)
+
+    def _account(self, gone: bool = False) -> None:
+        """Keep engine.orphan_count / engine.tw_count exact (flags say where we count)."""
+        f = self._f
+        st = self.state
+        want = 0
+        if not gone:
+            if st == TcpState.TIME_WAIT:
+                want = F_IN_TW
+            elif f & F_ORPHAN and st != TcpState.CLOSED:
+                want = F_IN_ORPHANS
+        have = f & (F_IN_ORPHANS | F_IN_TW)
+        if want == have:
+            return
+        eng = self.engine
+        if want and not have and eng.connections.get(self.four_tuple) is not self:
+            return  # not (or no longer) in the engine's table: nothing to count
+        if have == F_IN_TW:
+            eng.tw_count -= 1
+        elif have:
+            eng.orphan_count -= 1
+        if want == F_IN_TW:
+            eng.tw_count += 1
+        elif want:
+            eng.orphan_count += 1
+        self._f = (f & ~(F_IN_ORPHANS | F_IN_TW)) | want
 
     def _release(self) -> None:
         """Drop timers and send-side state of a connection that reached CLOSED."""
@@ -989,6 +1061,16 @@ class Connection(_Sock):
         self._arm_keepalive(now)
 
     def _enter_time_wait(self, now: float) -> None:
+        eng = self.engine
+        if eng.tw_count >= eng.settings.tcp_max_tw_buckets:
+            # Linux tcp_time_wait: no TIME-WAIT bucket left -> just close
+            # (TCPTimeWaitOverflow); the ACK of the peer's FIN still goes out first.
+            eng.mib["TCPTimeWaitOverflow"] += 1
+            if self._f & F_ACK_NOW:
+                self._emit(eng._tx, now, ACK, self.snd_nxt)
+            self._set_state(TcpState.CLOSED)
+            self._release()
+            return
         self._set_state(TcpState.TIME_WAIT)
         self._t_rtx = self._t_keep = self._t_cork = None
         self._t_wait = now + TCP_TIMEWAIT_LEN
@@ -1499,9 +1581,7 @@ class Connection(_Sock):
             self._t_rtx = now + self._rto_clamped(now)
         self._retrans_stamp = None
         if data_acked:
-            if self._f & F_WANT_WRITE and self.writable > 0:
-                self._f &= ~F_WANT_WRITE
-                self._emit_event("writable")
+            self._write_space()
             if sb is not None and not len(sb):
                 self._emit_event("drained")  # everything written has been acknowledged
 
@@ -1790,6 +1870,8 @@ class Connection(_Sock):
         if st != TcpState.TIME_WAIT and st != TcpState.CLOSE_WAIT or self._sndbuf is not None:
             if st != TcpState.TIME_WAIT:
                 sent = self._output_data(now, out)
+                if sent and self._f & F_WANT_WRITE:
+                    self._write_space()  # sending lowered the unsent bytes (notsent_lowat)
         if not sent and self._f & F_ACK_NOW:
             self._emit(out, now, ACK, self.snd_nxt)
         self._f &= ~F_PUSH_ONCE
@@ -2153,6 +2235,23 @@ class Connection(_Sock):
             return
         if self.snd_una == self.snd_nxt:
             return
+        # Linux tcp_write_timeout for the synchronized states.
+        elapsed = self._retrans_elapsed(now)
+        if elapsed is not None and elapsed >= model_timeout(s.tcp_retries1, TCP_RTO_MIN) - 1e-9:
+            # Past tcp_retries1: Linux gives the route/neighbour "negative advice" (and
+            # probes the MTU); pystack counts it and tells the data path.
+            eng.mib["NegativeAdvice"] += 1
+            if eng.on_retries1 is not None:
+                eng.on_retries1(self.four_tuple)
+        if self._f & F_ORPHAN:
+            alive = self.rtt.rto < TCP_RTO_MAX
+            retry_until = self._orphan_retries(alive)
+            do_reset = alive or not (
+                elapsed is not None
+                and elapsed >= model_timeout(retry_until, TCP_RTO_MIN) - 1e-9
+            )
+            if self._out_of_resources(now, do_reset):
+                return
         if self._write_timeout(now):
             self._fail(errno.ETIMEDOUT)
             return
@@ -2184,19 +2283,50 @@ class Connection(_Sock):
         self.rtt.on_timeout()
         self._t_rtx = now + self._rto_clamped(now)
 
+    def _retrans_elapsed(self, now: float) -> float | None:
+        """Time since the head was first sent, once it has been retransmitted (Linux
+        ``retransmits_timed_out`` measures from ``retrans_stamp``)."""
+        if not self._retransmits or self._retrans_stamp is None:
+            return None
+        return now - self._retrans_stamp
+
     def _write_timeout(self, now: float) -> bool:
         """Linux ``tcp_write_timeout``/``retransmits_timed_out`` for synchronized states."""
-        if not self._retransmits or self._retrans_stamp is None:
+        elapsed = self._retrans_elapsed(now)
+        if elapsed is None:
             return False
-        elapsed = now - self._retrans_stamp
         ut = self._user_timeout()
         if ut:
             return elapsed >= ut - 1e-9
-        s = self.engine.settings
-        boundary = s.tcp_retries2
+        boundary = self.engine.settings.tcp_retries2
         if self._f & F_ORPHAN:
-            boundary = s.tcp_orphan_retries or 8
+            boundary = self._orphan_retries(self.rtt.rto < TCP_RTO_MAX)
         return elapsed >= model_timeout(boundary, TCP_RTO_MIN) - 1e-9
+
+    def _orphan_retries(self, alive: bool) -> int:
+        """Linux ``tcp_orphan_retries``: 0 means 8 while the RTO is below its maximum."""
+        retries = self.engine.settings.tcp_orphan_retries
+        if retries == 0 and alive:
+            retries = 8
+        return retries
+
+    def _out_of_resources(self, now: float, do_reset: bool) -> bool:
+        """Linux ``tcp_out_of_resources`` for an orphan's retransmission or probe timer:
+        over tcp_max_orphans (twice as strict for a long-silent or expired connection) the
+        orphan is dropped, with a RST if it sent recently or the peer's window is closed."""
+        eng = self.engine
+        idle = now - self._last_send
+        shift = 1 if idle > 2 * TCP_RTO_MAX or not do_reset else 0
+        if eng.orphan_count << shift <= eng.settings.tcp_max_orphans:
+            return False
+        if idle <= TCP_TIMEWAIT_LEN or (not self.snd_wnd and not self._packets_out()):
+            do_reset = True
+        if do_reset:
+            self._send_rst_now(self.snd_nxt, self.rcv_nxt)
+        eng.mib["TCPAbortOnMemory"] += 1
+        self._set_state(TcpState.CLOSED)
+        self._release()
+        return True
 
     def _persist_timeout(self, now: float) -> None:
         """Linux ``tcp_probe_timer``: zero-window probe (RFC 9293 §3.8.6.1, RFC 1122 4.2.2.17)."""
@@ -2214,6 +2344,8 @@ class Connection(_Sock):
         max_probes = s.tcp_retries2
         if self._f & F_ORPHAN:
             max_probes = s.tcp_orphan_retries or 8
+            if self._out_of_resources(now, True):
+                return
         if self._probes >= max_probes:
             self._fail(errno.ETIMEDOUT)
             return
@@ -2285,6 +2417,8 @@ class Connection(_Sock):
             if self.state in _SYNC_NOT_TW:
                 self._arm_keepalive(now)
                 eng._touch(self)
+        elif optname == TCP_NOTSENT_LOWAT:
+            self._write_space()  # Linux calls sk_write_space on a new mark
 
     def setsockopt(self, level: int, optname: int, value: int | str | bytes) -> None:
         if level == IPPROTO_TCP and optname == TCP_QUICKACK:

@@ -78,11 +78,16 @@ MIB_COUNTERS = (
     "TCPAbortOnData",
     "TCPAbortOnLinger",
     "TCPAbortOnTimeout",
+    "TCPAbortOnMemory",
     "TCPDeferAcceptDrop",
     "PAWSEstabRejected",
     "EmbryonicRsts",
     "TW",
     "TWRecycled",
+    "TCPTimeWaitOverflow",
+    # pystack only (Linux has no counter for it): RTO expiries past tcp_retries1, where
+    # Linux calls dst_negative_advice (see TcpEngine.on_retries1).
+    "NegativeAdvice",
 )
 
 SOMAXCONN_DEFAULT = 4096
@@ -160,6 +165,15 @@ class TcpEngine:
         # Called with a connection's four-tuple when it is forgotten (the data path stops
         # steering an active open's flow then).
         self.on_remove: Callable[[FourTuple], None] | None = None
+        # Called with a connection's four-tuple at every retransmission timeout once it has
+        # been retransmitting for longer than tcp_retries1 allows (Linux tcp_write_timeout
+        # calls dst_negative_advice there): the data path can re-confirm the neighbour.
+        self.on_retries1: Callable[[FourTuple], None] | None = None
+        # Linux tcp_orphan_count and the TIME-WAIT bucket count (tcp_max_orphans,
+        # tcp_max_tw_buckets): orphans are closed connections still in a state other than
+        # TIME-WAIT; kept exact by Connection._account.
+        self.orphan_count = 0
+        self.tw_count = 0
         self._secret = secret if secret is not None else os.urandom(16)
         self._isn_fn = isn
         self._tx: list[TcpSegment] = []
@@ -353,6 +367,7 @@ class TcpEngine:
                 heapq.heappush(self._heap, (d, self._serial, c))
 
     def _remove(self, c: Connection) -> None:
+        c._account(gone=True)
         if self.connections.get(c.four_tuple) is c:
             del self.connections[c.four_tuple]
             if self.on_remove is not None:
