@@ -40,6 +40,7 @@ from prometheus_client.metrics_core import (
 )
 
 import pystack
+from pystack.xdp import abi
 
 __all__ = [
     "CONNECTION_STATES",
@@ -61,23 +62,12 @@ log = logging.getLogger(__name__)
 
 Counts = Callable[[], Mapping[str, int]]
 
-# XDP return codes, enum xdp_action order (mirrors pystack.xdp.abi.ACTIONS; a test checks).
-XDP_ACTIONS: tuple[str, ...] = ("aborted", "drop", "pass", "tx", "redirect")
-# Drop reasons the XDP program knows today (pystack.xdp.abi.DROP_REASONS). Exported at 0 before
-# their first drop so rate() sees the first one; reasons not listed here are exported as they
-# appear in xdp_drops().
-XDP_DROP_REASONS: tuple[str, ...] = (
-    "truncated",
-    "bad_version",
-    "bad_ihl",
-    "bad_total_length",
-    "bad_doff",
-    "ip_checksum",
-    "tcp_checksum",
-    "fragment",
-    "no_xsk",
-    "syncookie_failed",
-)
+# The XDP program's actions and drop reasons, from the one table both sides share
+# (bpf/pystack_xdp.h <-> pystack.xdp.abi, a plain constants module). Every reason is exported
+# at 0 before its first drop so rate() sees the first one; reasons the program reports that
+# are not listed are exported as they appear in xdp_drops().
+XDP_ACTIONS: tuple[str, ...] = abi.ACTIONS
+XDP_DROP_REASONS: tuple[str, ...] = abi.DROP_REASONS
 # Linux's state names (include/net/tcp_states.h without TCP_), as /proc/net/tcp numbers them.
 CONNECTION_STATES: tuple[str, ...] = (
     "ESTABLISHED",
