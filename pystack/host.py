@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import ctypes
 import os
-import queue
 import socket
-import threading
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pystack.apps import serve
 from pystack.iface.datapath import Datapath
@@ -61,8 +58,6 @@ class Host:
         self.stack = Stack(self.dp, self.engine)
         self.engine.on_remove = self._forget_flow
         self._flows: set[FourTuple] = set()
-        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
-        self._loop_thread: threading.Thread | None = None
         # The network namespace this host was made in: its loop thread must run there too
         # (sockets and pyroute2 handles bind to the namespace of the thread using them).
         self._netns_fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
@@ -112,24 +107,10 @@ class Host:
             self.dp.program.disown_flow((t.local_ip, t.local_port), (t.remote_ip, t.remote_port))
 
     def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
-        """Run fn on the loop's thread (the engine is single-threaded) and return its result.
-        From the loop's own thread, or when no loop thread runs, it runs fn directly."""
-        if self._loop_thread is None or threading.current_thread() is self._loop_thread:
-            return fn()
-        fut: Future[T] = Future()
-        self._calls.put((fn, fut))
-        return fut.result(timeout)
+        """Run fn on the loop's thread (the engine is single-threaded); see Stack.call."""
+        return self.stack.call(fn, timeout)
 
     def step(self, max_wait: float = 0.2) -> int:
-        while True:
-            try:
-                fn, fut = self._calls.get_nowait()
-            except queue.Empty:
-                break
-            try:
-                fut.set_result(fn())
-            except BaseException as e:  # handed to the caller
-                fut.set_exception(e)
         return self.stack.step(max_wait)
 
     def run_forever(self) -> None:
@@ -137,20 +118,11 @@ class Host:
         self.stack.run_forever()
 
     def start(self, max_wait: float = 0.02) -> None:
-        """Run the loop in a background thread (for embedding); use call() to reach it."""
-        def loop() -> None:
-            _setns(self._netns_fd)
-            while not self.stack._stopping:
-                self.step(max_wait)
-
-        self._loop_thread = threading.Thread(target=loop, name="pystack-loop", daemon=True)
-        self._loop_thread.start()
+        """Run the loop in a background thread, inside this host's network namespace."""
+        self.stack.start(max_wait, setup=lambda: _setns(self._netns_fd))
 
     def stop(self) -> None:
         self.stack.stop()
-        if self._loop_thread is not None and threading.current_thread() is not self._loop_thread:
-            self._loop_thread.join(timeout=5)
-            self._loop_thread = None
 
     def close(self) -> None:
         self.stop()

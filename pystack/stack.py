@@ -11,11 +11,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import signal
 import sys
+import threading
 import time
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar
 
 from pystack.iface.datapath import Datapath
 from pystack.wire.segment import ACK, RST, TcpSegment
@@ -23,6 +26,8 @@ from pystack.wire.segment import ACK, RST, TcpSegment
 log = logging.getLogger("pystack.stack")
 
 MAX_IDLE_WAIT = 0.2  # seconds; bounds how late a stop request is noticed
+
+T = TypeVar("T")
 
 
 class SegmentHandler(Protocol):
@@ -63,19 +68,50 @@ class RefuseAll:
 
 
 class Stack:
-    """Runs `handler` on `datapath` until `stop()` (or SIGINT/SIGTERM via `run_forever`)."""
+    """Runs `handler` on `datapath` until `stop()` (or SIGINT/SIGTERM via `run_forever`).
+    The handler is single-threaded: other threads reach it through `call()`."""
 
     def __init__(self, datapath: Datapath, handler: SegmentHandler) -> None:
         self.dp = datapath
         self.handler = handler
         self._stopping = False
         self.started = time.monotonic()
+        self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None  # the thread running the loop, if any
+        self._background: threading.Thread | None = None  # the one start() made
 
     def stop(self) -> None:
+        """Ask the loop to end; from another thread, also wait for a started loop thread."""
         self._stopping = True
+        t = self._background
+        if t is not None and t is not threading.current_thread():
+            t.join(timeout=5)
+            self._background = None
+
+    def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run fn on the loop's thread and return its result. From the loop's own thread,
+        or when no loop is running, fn runs directly."""
+        if self._thread is None or threading.current_thread() is self._thread:
+            return fn()
+        fut: Future[T] = Future()
+        self._calls.put((fn, fut))
+        return fut.result(timeout)
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                fn, fut = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # handed to the caller
+                fut.set_exception(e)
 
     def step(self, max_wait: float = MAX_IDLE_WAIT) -> int:
-        """One turn of the loop: wait for frames or the next timer, feed, send."""
+        """One turn of the loop: run queued calls, wait for frames or the next timer, feed,
+        send."""
+        self._run_calls()
         h, dp = self.handler, self.dp
         now = time.monotonic()
         deadline = h.next_deadline()
@@ -98,12 +134,28 @@ class Stack:
             self.stop()
 
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._thread = threading.current_thread()
         try:
             while not self._stopping:
                 self.step()
         finally:
+            self._thread = None
             for s, h in old.items():
                 signal.signal(s, h)
+
+    def start(self, max_wait: float = 0.02, setup: Callable[[], None] | None = None) -> None:
+        """Run the loop on a background thread (for embedding); `setup` runs first on it.
+        Reach the handler with `call()`; end with `stop()`."""
+
+        def loop() -> None:
+            if setup is not None:
+                setup()
+            while not self._stopping:
+                self.step(max_wait)
+
+        self._thread = self._background = threading.Thread(target=loop, name="pystack-loop",
+                                                            daemon=True)
+        self._thread.start()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
