@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 Reason = Literal[
     "truncated",
@@ -16,17 +16,7 @@ Reason = Literal[
     "not_tcp",
 ]
 
-REASONS: tuple[Reason, ...] = (
-    "truncated",
-    "bad_ihl",
-    "bad_total_length",
-    "bad_doff",
-    "bad_option",
-    "bad_checksum",
-    "fragment",
-    "not_ipv4",
-    "not_tcp",
-)
+REASONS: tuple[Reason, ...] = get_args(Reason)
 
 
 class WireError(ValueError):

@@ -247,17 +247,6 @@ def _action_name(act: int) -> str:
     return XDP_ACTIONS[act] if act < len(XDP_ACTIONS) else f"unknown({act})"
 
 
-def test_run(prog_fd: int, frame: bytes) -> str:
-    """Run the program once on frame in the kernel (BPF_PROG_TEST_RUN): its action name."""
-    from pystack.io._xsk import ffi, lib
-
-    act = ffi.new("uint32_t *")
-    r = lib.ps_xdp_test_run(prog_fd, frame, len(frame), act, ffi.NULL, ffi.NULL, ffi.NULL)
-    if r < 0:
-        raise OSError(-r, f"BPF_PROG_TEST_RUN failed: {os.strerror(-r)}")
-    return _action_name(act[0])
-
-
 @dataclass(frozen=True, slots=True)
 class XdpRunResult:
     """One BPF_PROG_TEST_RUN: the action, the frame as the program left it (an XDP_TX
@@ -288,6 +277,11 @@ def test_run_frame(prog_fd: int, frame: bytes, max_len: int = 4096) -> XdpRunRes
         if magic == abi.META_MAGIC:
             flags, cookie = f, c
     return XdpRunResult(_action_name(act[0]), data[m:], flags, cookie)
+
+
+def test_run(prog_fd: int, frame: bytes) -> str:
+    """Run the program once on frame in the kernel (BPF_PROG_TEST_RUN): its action name."""
+    return test_run_frame(prog_fd, frame).action
 
 
 def attached_prog_id(ifindex: int) -> int:
