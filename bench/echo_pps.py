@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 from pystack.testbed import Testbed
 
@@ -63,32 +64,24 @@ def role_xsk_echo(args: argparse.Namespace) -> None:
         xsk = dp.xsk
         assert xsk is not None
         print("ready", flush=True)
-        echoed = 0
-        start = None
-        end = float("inf")
-        while time.monotonic() < end:
+
+        def turn() -> int | None:
             if not xsk.wait(1.0):
-                if start is not None:
-                    break
-                continue
-            if start is None:
-                start = time.monotonic()
-                end = start + args.duration
+                return None
             if args.parse:
                 segs = dp.receive()
                 for s in segs:
                     s.src_ip, s.dst_ip = s.dst_ip, s.src_ip
                     s.src_port, s.dst_port = s.dst_port, s.src_port
-                echoed += dp.send(segs)
-            else:
-                n = xsk.recv()
-                xsk.reflect(xsk.rx_descs, n)
-                t = xsk.transmit(xsk.rx_descs, n, checksum=False)
-                if t < n:
-                    xsk.release(xsk.rx_descs + t, n - t)
-                echoed += t
-        took = time.monotonic() - (start or time.monotonic())
-        print(json.dumps({"echoed": echoed, "seconds": took}), flush=True)
+                return dp.send(segs)
+            n = xsk.recv()
+            xsk.reflect(xsk.rx_descs, n)
+            t = xsk.transmit(xsk.rx_descs, n, checksum=False)
+            if t < n:
+                xsk.release(xsk.rx_descs + t, n - t)
+            return t
+
+        _report(_timed(args.duration, turn))
 
 
 def role_udp_echo(args: argparse.Namespace) -> None:
@@ -97,24 +90,40 @@ def role_udp_echo(args: argparse.Namespace) -> None:
     s.bind(("0.0.0.0", UDP_PORT))
     s.settimeout(1.0)
     print("ready", flush=True)
-    echoed = 0
-    start = None
-    end = float("inf")
     recvfrom, sendto = s.recvfrom, s.sendto
-    while time.monotonic() < end:
+
+    def turn() -> int | None:
         try:
             data, addr = recvfrom(2048)
         except TimeoutError:
+            return None
+        sendto(data, addr)
+        return 1
+
+    _report(_timed(args.duration, turn))
+
+
+def _timed(duration: float, turn: Callable[[], int | None]) -> tuple[int, float]:
+    """Call turn() (echoes done, or None after a second of silence) from the first traffic
+    for `duration` seconds, or until traffic stops: (echoes, seconds measured)."""
+    echoed = 0
+    start: float | None = None
+    end = float("inf")
+    while time.monotonic() < end:
+        n = turn()
+        if n is None:
             if start is not None:
                 break
             continue
         if start is None:
             start = time.monotonic()
-            end = start + args.duration
-        sendto(data, addr)
-        echoed += 1
-    took = time.monotonic() - (start or time.monotonic())
-    print(json.dumps({"echoed": echoed, "seconds": took}), flush=True)
+            end = start + duration
+        echoed += n
+    return echoed, time.monotonic() - (start or time.monotonic())
+
+
+def _report(result: tuple[int, float]) -> None:
+    print(json.dumps({"echoed": result[0], "seconds": result[1]}), flush=True)
 
 
 # ---- orchestration ----
