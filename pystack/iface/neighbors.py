@@ -14,6 +14,9 @@ from pyroute2 import IPRoute
 NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE STALE DELAY PROBE NOARP PERMANENT
 
 
+SOLICIT_INTERVAL = 1.0  # seconds, like the kernel's default neigh retrans_time
+
+
 class NeighbourTable:
     """IPv4 address -> MAC for one interface, cached for `ttl` seconds."""
 
@@ -30,6 +33,7 @@ class NeighbourTable:
         self.ttl = ttl
         self._cache: dict[int, tuple[bytes, float]] = {}
         self._learned: dict[int, bytes] = {}
+        self._solicited: dict[int, float] = {}  # ip -> when we last asked the kernel
         # Created now, so it lives in the interface's namespace whatever thread solicits.
         self._udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._udp.setblocking(False)
@@ -50,8 +54,12 @@ class NeighbourTable:
             return hit[0]
         mac = self._kernel_lookup(ip) or self._learned.get(ip)
         if mac is None:
-            self.solicit(ip)
+            # The kernel retries ARP by itself; one nudge a second (its retrans_time) is enough.
+            if now - self._solicited.get(ip, -SOLICIT_INTERVAL) >= SOLICIT_INTERVAL:
+                self._solicited[ip] = now
+                self.solicit(ip)
             return None
+        self._solicited.pop(ip, None)
         self._cache[ip] = (mac, now + self.ttl)
         return mac
 
