@@ -26,7 +26,8 @@ from collections import Counter, deque
 from collections.abc import Callable, Mapping
 
 from pystack.tcp import seq as sq
-from pystack.tcp.connection import (
+from pystack.tcp.connection import Connection
+from pystack.tcp.constants import (
     F_PASSIVE,
     F_SACK,
     F_SEND_SYN,
@@ -34,11 +35,10 @@ from pystack.tcp.connection import (
     F_WSCALE,
     TCP_MIN_MSS,
     TCP_MSS_DEFAULT,
-    Connection,
     EventCallback,
-    _Sock,
 )
 from pystack.tcp.settings import Settings
+from pystack.tcp.sockopt import _Sock
 from pystack.tcp.state import OPTION_NAMES, TcpState
 from pystack.wire.segment import ACK, RST, SYN, FourTuple, TcpSegment
 

@@ -4,7 +4,7 @@ import errno
 
 import pytest
 
-from pystack.tcp.connection import model_timeout
+from pystack.tcp.constants import model_timeout
 from pystack.tcp.state import TcpState
 from pystack.tcp.testing import LOCAL_ISN, REMOTE_ISN, Harness
 from pystack.wire.segment import ACK

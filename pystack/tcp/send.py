@@ -1,0 +1,342 @@
+"""Send side: segmentation, Nagle and cork, window checks, retransmission and segment
+emission (RFC 9293 §3.8.6, RFC 896).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+from pystack.cc.base import CaEvent
+from pystack.tcp import seq as sq
+from pystack.tcp.state import (
+    TcpState,
+)
+from pystack.wire.segment import ACK, FIN, PSH, RST, SYN, URG, TcpOptions, TcpSegment
+
+if TYPE_CHECKING:
+    pass
+
+from pystack.tcp.constants import (
+    _SYNC_NOT_TW,
+    CORK_CEILING,
+    F_ACK_NOW,
+    F_CORK,
+    F_FIN_SENT,
+    F_NODELAY,
+    F_PERSIST,
+    F_PUSH_ONCE,
+    F_RTX_ONE,
+    F_SACK,
+    F_SEND_SYN,
+    F_SYN_RETRANS,
+    F_TS,
+    F_WANT_WRITE,
+    F_WR_SHUT,
+    F_WSCALE,
+    TCP_INIT_CWND,
+    TCP_RTO_MAX,
+    TCP_RTO_MIN,
+)
+
+
+class SendMixin:
+    """What leaves when the engine polls a connection."""
+
+    __slots__ = ()
+
+    def _output(self, now: float, out: list[TcpSegment]) -> None:
+        st = self.state
+        f = self._f
+        if st == TcpState.SYN_SENT:
+            if f & F_SEND_SYN:
+                self._send_syn(now, out, SYN)
+            return
+        if st == TcpState.SYN_RECEIVED:
+            if f & F_SEND_SYN:
+                self._send_syn(now, out, SYN | ACK)
+            elif f & F_ACK_NOW:
+                self._emit(out, now, ACK, self.snd_nxt)
+            return
+        if st in (TcpState.CLOSED, TcpState.LISTEN):
+            return
+        sent = 0
+        if st != TcpState.TIME_WAIT and st != TcpState.CLOSE_WAIT or self._sndbuf is not None:
+            if st != TcpState.TIME_WAIT:
+                sent = self._output_data(now, out)
+                if sent and self._f & F_WANT_WRITE:
+                    self._write_space()  # sending lowered the unsent bytes (notsent_lowat)
+        if not sent and self._f & F_ACK_NOW:
+            self._emit(out, now, ACK, self.snd_nxt)
+        self._f &= ~F_PUSH_ONCE
+        if st != TcpState.TIME_WAIT and self.state != TcpState.CLOSED:
+            self._arm_rtx_after_output(now)
+
+    def _send_syn(self, now: float, out: list[TcpSegment], flags: int) -> None:
+        self._f &= ~F_SEND_SYN
+        retrans = self.snd_nxt != self.iss
+        if retrans:
+            self._f |= F_SYN_RETRANS
+            self.engine.mib["RetransSegs"] += 1
+            self.total_retrans += 1
+            self._txtimes = None
+        else:
+            self._txtimes = deque([(sq.add(self.iss, 1), now)])
+        self.snd_nxt = sq.add(self.iss, 1)
+        self._emit(out, now, flags, self.iss)
+        if self._t_rtx is None:
+            self._t_rtx = now + self.rtt.rto
+
+    def _output_data(self, now: float, out: list[TcpSegment]) -> int:
+        """Retransmissions, then new data under Nagle/cork, windows and cwnd, then FIN."""
+        sent = 0
+        tp = self.ccs
+        cwnd = tp.snd_cwnd if tp is not None else TCP_INIT_CWND
+        mss = self._eff_mss()
+        if self._f & F_RTX_ONE:
+            self._f &= ~F_RTX_ONE
+            if self.snd_una != self.snd_nxt:
+                self._xmit(now, out, self.snd_una, mss, retrans=True)
+                sent += 1
+        if self._rtx_nxt is not None:
+            p = self._rtx_nxt
+            if sq.lt(p, self.snd_una):
+                p = self.snd_una
+            while sq.lt(p, self.snd_nxt) and self._inflight(p, mss) < cwnd:
+                p = sq.add(p, self._xmit(now, out, p, mss, retrans=True))
+                sent += 1
+            self._rtx_nxt = p if sq.lt(p, self.snd_nxt) else None
+        if self._rtx_nxt is not None:
+            if tp is not None:
+                tp.is_cwnd_limited = True
+            return sent
+        # New data.
+        wr = self._write_seq
+        f = self._f
+        cwnd_limited = False
+        idle = self.snd_una == self.snd_nxt
+        while True:
+            unsent = sq.sub(wr, self.snd_nxt)
+            if unsent <= 0:
+                break
+            size = min(mss, unsent)
+            if sq.gt(sq.add(self.snd_nxt, size), sq.add(self.snd_una, self.snd_wnd)):
+                break  # sender SWS avoidance: whole segments only (RFC 1122 §4.2.3.4)
+            if self._inflight(self.snd_nxt, mss) >= cwnd:
+                cwnd_limited = True
+                break
+            if size < mss and not f & F_PUSH_ONCE and self._snd_up is None:
+                last_with_fin = bool(f & F_WR_SHUT) and size == unsent
+                if not last_with_fin:
+                    if f & F_CORK:
+                        if self._t_cork is None:
+                            self._t_cork = now + CORK_CEILING
+                        break
+                    if (
+                        not f & F_NODELAY
+                        and self.snd_una != self.snd_nxt
+                        and sq.gt(self._snd_sml, self.snd_una)
+                        and sq.le(self._snd_sml, self.snd_nxt)
+                    ):
+                        break  # Nagle (RFC 896, Minshall's variant as Linux)
+            if idle and tp is not None:
+                self._restart_after_idle(now)
+                idle = False
+            self._xmit(now, out, self.snd_nxt, mss, retrans=False)
+            sent += 1
+        if tp is not None:
+            tp.is_cwnd_limited = cwnd_limited or (
+                tp.snd_cwnd < tp.snd_ssthresh and self._packets_out() * 2 >= tp.snd_cwnd
+            )
+        # A FIN on its own (no data left to carry it).
+        if (
+            f & F_WR_SHUT
+            and not self._f & F_FIN_SENT
+            and self.snd_nxt == wr
+            and self.state in (TcpState.FIN_WAIT_1, TcpState.LAST_ACK, TcpState.CLOSING)
+        ):
+            self._xmit(now, out, self.snd_nxt, mss, retrans=False)
+            sent += 1
+        if self._t_cork is not None and sq.sub(wr, self.snd_nxt) <= 0:
+            self._t_cork = None
+        return sent
+
+    def _inflight(self, upto: int, mss: int) -> int:
+        n = sq.sub(upto, self.snd_una)
+        return (n + mss - 1) // mss if n > 0 else 0
+
+    def _restart_after_idle(self, now: float) -> None:
+        """RFC 2861 / Linux ``tcp_cwnd_restart`` and CA_EVENT_TX_START."""
+        tp = self.ccs
+        ops = self.cc
+        if tp is None or ops is None:
+            return
+        tp.now_us = int(now * 1e6)
+        idle = now - self._last_send
+        rto = self.rtt.rto
+        if self.engine.settings.tcp_slow_start_after_idle and idle > rto and self.bytes_acked:
+            restart = min(TCP_INIT_CWND, tp.snd_cwnd)
+            cwnd = tp.snd_cwnd
+            n = int(idle / rto)
+            while n > 0 and cwnd > restart:
+                cwnd >>= 1
+                n -= 1
+            tp.snd_ssthresh = max(tp.snd_ssthresh, (tp.snd_cwnd >> 1) + (tp.snd_cwnd >> 2))
+            tp.snd_cwnd = max(cwnd, restart)
+            ops.cwnd_event(tp, CaEvent.CWND_RESTART)
+        ops.cwnd_event(tp, CaEvent.TX_START)
+
+    def _xmit(self, now: float, out: list[TcpSegment], seq: int, mss: int, retrans: bool) -> int:
+        """Send the segment starting at ``seq``; returns the sequence space it covers."""
+        wr = self._write_seq
+        avail = sq.sub(wr, seq)
+        size = min(mss, avail) if avail > 0 else 0
+        sb = self._sndbuf
+        payload: bytes | memoryview = b""
+        if size:
+            assert sb is not None
+            sb_seq = sq.sub(wr, len(sb)) & sq.MASK
+            payload = sb.view(sq.sub(seq, sb_seq), size)
+            size = len(payload)
+        end = sq.add(seq, size)
+        flags = ACK
+        if size and end == wr:
+            flags |= PSH
+        if self._f & F_WR_SHUT and end == wr and self.state in (
+            TcpState.FIN_WAIT_1,
+            TcpState.LAST_ACK,
+            TcpState.CLOSING,
+        ):
+            flags |= FIN
+        self._emit(out, now, flags, seq, payload)
+        span = size + (1 if flags & FIN else 0)
+        if size:
+            self.data_segs_out += 1
+            if size < mss:
+                self._snd_sml = end
+        if retrans:
+            self.engine.mib["RetransSegs"] += 1
+            self.total_retrans += 1
+            if self._retrans_stamp is None:
+                self._retrans_stamp = now
+        else:
+            new_end = sq.add(seq, span)
+            if sq.gt(new_end, self.snd_nxt):
+                self.snd_nxt = new_end
+            if flags & FIN:
+                self._f |= F_FIN_SENT
+            if self._txtimes is None:
+                self._txtimes = deque()
+            self._txtimes.append((new_end, now))
+        self._last_send = now
+        return span
+
+    def _emit(
+        self,
+        out: list[TcpSegment],
+        now: float,
+        flags: int,
+        seq: int,
+        payload: bytes | memoryview = b"",
+    ) -> TcpSegment:
+        """Build one segment with ACK, window and options (RFC 9293 §3.1, RFC 7323, RFC 2018)."""
+        f = self._f
+        opts = TcpOptions()
+        if flags & SYN:
+            opts.mss = self._advmss()
+            if f & F_WSCALE:
+                opts.wscale = self.rcv_wscale
+            if f & F_SACK:
+                opts.sack_permitted = True
+            if f & F_TS:
+                opts.timestamp = (self._tsval(now), self.ts_recent if flags & ACK else 0)
+            window = min(self.rcv_wnd, 65535)  # RFC 7323 §2.2: never scaled in a SYN
+            self.rcv_wup = self.rcv_nxt
+        else:
+            if f & F_TS:
+                opts.timestamp = (self._tsval(now), self.ts_recent)
+            window = min(self._select_window() >> self.rcv_wscale, 65535)
+            if f & F_SACK and flags & ACK:
+                blocks = self._sack_blocks()
+                if blocks:
+                    opts.sack_blocks = blocks
+        urgent = 0
+        up = self._snd_up
+        if up is not None and not flags & SYN and sq.lt(seq, up):
+            if sq.lt(up, sq.add(seq, 0x10000)):
+                urgent = sq.sub(up, seq)
+                flags |= URG
+            elif sq.gt(sq.add(seq, 0xFFFF), self.snd_nxt):
+                urgent = 0xFFFF
+                flags |= URG
+        t = self.four_tuple
+        seg = TcpSegment(
+            src_ip=t.local_ip,
+            dst_ip=t.remote_ip,
+            src_port=t.local_port,
+            dst_port=t.remote_port,
+            seq=seq,
+            ack=self.rcv_nxt if flags & ACK else 0,
+            flags=flags,
+            window=window,
+            urgent=urgent,
+            options=opts,
+            payload=payload,
+        )
+        out.append(seg)
+        self.segs_out += 1
+        if flags & ACK:
+            self._f &= ~F_ACK_NOW
+            self._t_delack = None
+            if self._quick:
+                self._quick -= 1
+        return seg
+
+    def _sack_blocks(self) -> list[tuple[int, int]]:
+        """SACK blocks for an ACK: D-SACK first, then most recent first (RFC 2018 §4, 2883)."""
+        blocks: list[tuple[int, int]] = []
+        if self._dsack is not None:
+            blocks.append(self._dsack)
+            self._dsack = None
+        rb = self._rcvbuf
+        if rb is not None and rb.ooo:
+            for s, e in rb.sack_ranges():
+                blocks.append((self._seq_of(s), self._seq_of(e)))
+        limit = 3 if self._f & F_TS else 4
+        return blocks[:limit]
+
+    def _send_rst_now(self, seq: int, ack: int) -> None:
+        """An active reset from this connection (Linux ``tcp_send_active_reset``: RST|ACK)."""
+        self.engine._send_rst(self.four_tuple, seq, ack, RST | ACK)
+
+    def _rto_clamped(self, now: float) -> float:
+        """RTO, clamped to what is left of TCP_USER_TIMEOUT (Linux)."""
+        rto = self.rtt.rto
+        ut = self._user_timeout()
+        if ut and self._retrans_stamp is not None:
+            remaining = ut - (now - self._retrans_stamp)
+            rto = min(rto, max(remaining, 0.001))
+        return rto
+
+    def _arm_rtx_after_output(self, now: float) -> None:
+        """Arm the retransmission timer (RFC 6298 §5.1) or the persist timer (RFC 9293
+        §3.8.6.1) after sending."""
+        if self.snd_una != self.snd_nxt:
+            if self._t_rtx is None or self._f & F_PERSIST:
+                self._f &= ~F_PERSIST
+                self._t_rtx = now + self._rto_clamped(now)
+        elif sq.sub(self._write_seq, self.snd_nxt) > 0 and self.state in _SYNC_NOT_TW:
+            if self._t_rtx is None:
+                self._f |= F_PERSIST
+                self._t_rtx = now + self._probe_interval()
+        else:
+            self._t_rtx = None
+            self._f &= ~F_PERSIST
+
+    def _probe_interval(self) -> float:
+        base = max(self.rtt.rto, TCP_RTO_MIN)
+        return min(base * (1 << min(self._probe_backoff, 20)), TCP_RTO_MAX)
+
+    # =================================================================================
+    # Timers
+    # =================================================================================
