@@ -138,6 +138,8 @@ class Datapath:
                 continue
             seg = parsed.segment
             seg.payload = bytes(seg.payload)  # the frame is about to go back to the kernel
+            if d.flags & abi.META_COOKIE_OK:
+                seg.syncookie = d.syncookie
             self.neigh.learn(seg.src_ip, parsed.eth_src)
             out.append(seg)
         xsk.release(descs, n)

@@ -58,6 +58,9 @@ class TcpSegment:
     options: TcpOptions = field(default_factory=TcpOptions)
     payload: bytes | memoryview = b""
     ecn: int = 0  # the IP header's 2 ECN bits (RFC 3168 §5)
+    # The XDP program's SYN-cookie word when it validated this ACK's cookie
+    # (META_COOKIE_OK; decode with pystack.xdp.abi.decode_cookie_info), else 0.
+    syncookie: int = 0
 
     @property
     def seg_len(self) -> int:
