@@ -1,21 +1,35 @@
-"""Bulk transfer, one flow: a kernel sender in the peer namespace streams SIZE bytes to
-  pystack  the discard app on an owned port (XDP -> AF_XDP -> engine), and to
-  kernel   a kernel socket reading to EOF on another port of the same address,
-on the same veth bed in the same run, with TSO/GSO and checksum offload off on the peer
-(MTU-sized frames, the fair baseline for AF_XDP). Time runs from connect to the receiver's
-close (EOF seen by the sender), so it includes the handshake and the close."""
+"""Bulk transfer, one flow, both directions, pystack vs the kernel on the same veth bed:
+
+  rx  a kernel sender in the peer namespace streams SIZE bytes to
+        pystack  the discard app on an owned port (XDP -> AF_XDP -> engine), and to
+        kernel   a kernel socket reading to EOF on another port of the same address;
+  tx  a kernel socket in the peer namespace reads SIZE bytes to EOF from
+        pystack  a pystack client (engine -> AF_XDP tx), and from
+        kernel   a kernel client in the stack namespace.
+
+TSO/GSO and checksum offload are off on both veths (MTU-sized frames, the fair baseline
+for AF_XDP). Time runs from connect to the receiver's close (EOF seen by the sender), so
+it includes the handshake and the close. `--profile DIR` runs each pystack process under
+py-spy and leaves collapsed stacks (DIR/bulk-rx.txt, DIR/bulk-tx.txt)."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from pystack.testbed import Testbed
 
 PYSTACK_PORT = 5001
 KERNEL_PORT = 5002
+SINK_PORT = 5003
 SIZE = 200_000_000
 CHUNK = 1 << 20
 
@@ -41,10 +55,13 @@ KERNEL_SINK = """
 import socket, sys
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(); print("ready", flush=True)
-c, _ = s.accept()
-while c.recv(1 << 20):
-    pass
-c.close()
+while True:
+    c, _ = s.accept()
+    n = 0
+    while b := c.recv(1 << 20):
+        n += len(b)
+    c.close()
+    print(n, flush=True)
 """
 
 PYSTACK_SINK = """
@@ -58,29 +75,140 @@ h.run_forever()
 h.close()
 """
 
+# One pystack client: connect, write SIZE bytes, FIN, wait for the receiver's FIN.
+PYSTACK_SOURCE = """
+import json, sys, time
+from pystack.host import Host
+iface, peer, port, size = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+buf = memoryview(b"\\x5a" * (1 << 20))
+h = Host(iface)
+st = {"left": size, "end": 0.0}
+def on_event(conn, kind):
+    while st["left"] > 0 and kind in ("connected", "writable", "drained"):
+        n = conn.send(buf[: min(st["left"], len(buf))])
+        if n <= 0:
+            return
+        st["left"] -= n
+        if st["left"] == 0:
+            conn.shutdown_write()
+    if kind == "readable" or kind == "closed":
+        try:
+            done = kind == "closed" or conn.recv(1 << 16) == b""
+        except (BlockingIOError, OSError):
+            done = kind == "closed"
+        if done and not st["end"]:
+            st["end"] = time.monotonic()
+            h.stop()
+t0 = time.monotonic()
+c = h.connect(peer, port)
+c.on_event = on_event
+h.run_forever()
+print(json.dumps({"seconds": st["end"] - t0, "left": st["left"]}), flush=True)
+h.close()
+"""
 
-def run(size: int = SIZE) -> dict[str, object]:
+KERNEL_SOURCE = """
+import json, socket, sys, time
+peer, port, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+buf = memoryview(b"\\x5a" * (1 << 20))
+c = socket.socket()
+t0 = time.monotonic()
+c.connect((peer, port))
+left = size
+while left > 0:
+    left -= c.send(buf[: min(left, len(buf))])
+c.shutdown(socket.SHUT_WR)
+assert c.recv(1) == b""
+print(json.dumps({"seconds": time.monotonic() - t0, "left": left}), flush=True)
+"""
+
+
+def _py(profile: str | None, name: str) -> list[str]:
+    if profile is None:
+        return [sys.executable]
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    return [spy, "record", "--nonblocking", "-r", "250", "-f", "raw", "-o",
+            f"{profile}/bulk-{name}.txt", "--", sys.executable]
+
+
+def _source(bed: Testbed, argv: list[str]) -> float:
+    p = bed.spawn("stack", argv, stdout=subprocess.PIPE, text=True)
+    out, _ = p.communicate(timeout=300)
+    lines = [ln for ln in out.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"sender failed (rc={p.returncode}): {out!r}")
+    r = json.loads(lines[-1])
+    if r["left"]:
+        raise RuntimeError(f"sender stopped with {r['left']} bytes unsent")
+    return float(r["seconds"])
+
+
+def _ready(p: subprocess.Popen[str]) -> None:
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    while line.startswith("py-spy") or line == "\n":
+        line = p.stdout.readline()
+    assert line.startswith("ready"), f"process did not start: {line!r}"
+
+
+def run(size: int = SIZE, runs: int = 3, profile: str | None = None,
+        only: str | None = None) -> dict[str, object]:
+    rx_p: list[float] = []
+    rx_k: list[float] = []
+    tx_p: list[float] = []
+    tx_k: list[float] = []
     with Testbed.create() as bed:
-        sink = bed.spawn("stack", [sys.executable, "-c", PYSTACK_SINK, bed.stack.ifname,
-                                   str(PYSTACK_PORT)], stdout=subprocess.PIPE, text=True)
-        assert sink.stdout is not None and sink.stdout.readline().startswith("ready")
+        bed.run("stack", ["ethtool", "-K", bed.stack.ifname, "tx", "off", "tso", "off",
+                          "gso", "off"])
+        # rx: kernel sender -> pystack discard / kernel sink on the stack side.
+        sink = bed.spawn("stack", _py(profile, "rx") + ["-c", PYSTACK_SINK, bed.stack.ifname,
+                                                          str(PYSTACK_PORT)],
+                         stdout=subprocess.PIPE, text=True)
+        _ready(sink)
         ksink = bed.spawn("stack", [sys.executable, "-c", KERNEL_SINK, bed.stack.ip,
                                     str(KERNEL_PORT)], stdout=subprocess.PIPE, text=True)
-        assert ksink.stdout is not None and ksink.stdout.readline().startswith("ready")
-        kernel = _send(bed, KERNEL_PORT, size)
-        pystack = _send(bed, PYSTACK_PORT, size)
-    return {
+        _ready(ksink)
+        for _ in range(runs if only != "tx" else 0):
+            rx_k.append(_send(bed, KERNEL_PORT, size))
+            rx_p.append(_send(bed, PYSTACK_PORT, size))
+        os.killpg(sink.pid, signal.SIGINT)  # the host detaches, a profiler writes its file
+        sink.wait(30)
+        # tx: pystack client / kernel client on the stack side -> kernel sink on the peer.
+        psink = bed.spawn("peer", [sys.executable, "-c", KERNEL_SINK, bed.peer.ip,
+                                   str(SINK_PORT)], stdout=subprocess.PIPE, text=True)
+        _ready(psink)
+        for i in range(runs if only != "rx" else 0):
+            dt = _source(bed, [sys.executable, "-c", KERNEL_SOURCE, bed.peer.ip,
+                               str(SINK_PORT), str(size)])
+            tx_k.append(size * 8 / dt)
+            prof = _py(profile, "tx" if i == 0 else f"tx{i}")
+            dt = _source(bed, prof + ["-c", PYSTACK_SOURCE, bed.stack.ifname, bed.peer.ip,
+                                      str(SINK_PORT), str(size)])
+            tx_p.append(size * 8 / dt)
+    out: dict[str, object] = {
         "name": "bulk",
-        "conditions": f"one flow, kernel sender -> receiver, {size / 1e6:.0f} MB, veth, "
-                      "TSO/GSO/tx-csum off on the sender's veth, AF_XDP copy mode",
-        "pystack_mbit_s": round(pystack / 1e6),
-        "kernel_mbit_s": round(kernel / 1e6),
-        "ratio": round(pystack / kernel, 3),
-        "target_ratio": 0.45,
+        "conditions": f"one flow, {size / 1e6:.0f} MB, median of {runs}, veth, TSO/GSO/tx-csum "
+                      "off on both veths, AF_XDP copy mode",
     }
+    for d, p, k in (("rx", rx_p, rx_k), ("tx", tx_p, tx_k)):
+        if p:
+            pm, km = statistics.median(p), statistics.median(k)
+            out |= {f"{d}_pystack_mbit_s": round(pm / 1e6), f"{d}_kernel_mbit_s": round(km / 1e6),
+                    f"{d}_ratio": round(pm / km, 3)}
+    out["target_ratio"] = 0.45
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.bulk")
+    ap.add_argument("size", nargs="?", type=int, default=SIZE)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--profile", metavar="DIR", help="run pystack under py-spy, stacks to DIR")
+    ap.add_argument("--only", choices=["rx", "tx"], help="one direction only")
+    args = ap.parse_args(argv)
+    print(json.dumps(run(args.size, args.runs, args.profile, args.only), indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    import json
-
-    print(json.dumps(run(int(sys.argv[1]) if len(sys.argv) > 1 else SIZE), indent=2))
+    sys.exit(main())

@@ -4,8 +4,10 @@ Same veth bed, same generator, one run. A peer-side AF_XDP generator sends 64-by
 as fast as it can for DURATION seconds:
   pystack/batch  TCP frames to an owned port -> XDP -> AF_XDP -> Python gets the batch,
                  swaps addresses in C, transmits the batch back.
-  pystack/parse  the same, but Python parses every frame into a TcpSegment and builds the
-                 reply frame from it (the per-segment cost the TCP engine adds on top).
+  pystack/parse  the same, but every frame becomes a TcpSegment and the reply is built from
+                 it (the per-segment cost the TCP engine adds on top): the data path's C
+                 batch parse and build (pystack.io.batch), and its pure-Python reference
+                 (--python: parse_frame / build_frame per frame).
   kernel         UDP frames to a kernel socket -> a Python recvfrom/sendto echo loop.
 Reported: echoes per second for each, and the ratios pystack/kernel.
 """
@@ -59,7 +61,7 @@ def role_gen(args: argparse.Namespace) -> None:
 def role_xsk_echo(args: argparse.Namespace) -> None:
     from pystack.iface.datapath import Datapath
 
-    with Datapath(args.iface) as dp:
+    with Datapath(args.iface, c_batch=not args.python) as dp:
         dp.own_port(PORT)
         xsk = dp.xsk
         assert xsk is not None
@@ -174,6 +176,7 @@ def run(duration: float = 5.0) -> dict[str, object]:
         tcp, udp = _tcp_template(bed), _udp_template(bed)
         batch = _one(bed, ["xsk-echo"], tcp, duration)
         parse = _one(bed, ["xsk-echo", "--parse"], tcp, duration)
+        parse_py = _one(bed, ["xsk-echo", "--parse", "--python"], tcp, duration)
         kernel = _one(bed, ["udp-echo"], udp, duration)
     return {
         "name": "echo_pps",
@@ -181,9 +184,11 @@ def run(duration: float = 5.0) -> dict[str, object]:
                       f"{duration:.0f}s each, peer-side AF_XDP generator at full rate",
         "pystack_batch_pps": round(batch),
         "pystack_parse_pps": round(parse),
+        "pystack_parse_python_pps": round(parse_py),
         "kernel_python_udp_echo_pps": round(kernel),
         "ratio_batch": round(batch / kernel, 2),
         "ratio_parse": round(parse / kernel, 2),
+        "ratio_parse_python": round(parse_py / kernel, 2),
     }
 
 
@@ -194,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--duration", type=float, default=5.0)
     ap.add_argument("--template", default="")
     ap.add_argument("--parse", action="store_true")
+    ap.add_argument("--python", action="store_true", help="the pure-Python parse/build path")
     args = ap.parse_args(argv)
     if args.role is None:
         print(json.dumps(run(args.duration), indent=2))

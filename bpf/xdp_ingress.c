@@ -11,7 +11,8 @@
  *   - SYN to an owned listener in cookie mode ................ XDP_TX: the frame becomes a
  *     SYN-ACK whose sequence number is a SYN cookie (no state kept, Python not woken)
  *   - ACK to an owned listener, no flow, cookies active ...... valid cookie: redirect with
- *     META_COOKIE_OK and the options it encoded; invalid: XDP_DROP + reason
+ *     META_COOKIE_OK and the options it encoded, and the 4-tuple becomes an owned flow;
+ *     invalid: XDP_DROP + reason
  * Checksums are verified only for owned traffic: kernel flows pay for a parse and up to
  * three hash lookups, nothing more (the xdp_tax benchmark measures it); the SYN-cookie code
  * runs only for owned listeners (pystack_xdp.h describes the cookie and the maps).
@@ -628,6 +629,16 @@ static __always_inline int listener(struct xdp_md *ctx, struct pystack_scratch *
             return drop(DROP_SYNCOOKIE);
         }
         if (r > 0) {
+            /* The flow is pystack's from here on, as Linux makes the socket in softirq:
+             * the client's next segments may arrive before the control plane has seen
+             * this ACK, and their seq no longer carries the cookie. The control plane
+             * removes the entry if it refuses the ACK (accept queue full). */
+            struct flow_key fk = {
+                .saddr = ip->saddr, .daddr = ip->daddr,
+                .sport = tcp->source, .dport = tcp->dest,
+            };
+            __u32 one = 1;
+            owned_flows.update(&fk, &one);
             sc_count(SYNCOOKIE_RECV);
             return deliver(ctx, META_CSUM_OK | META_COOKIE_OK, info);
         }

@@ -12,6 +12,7 @@ import argparse
 import logging
 import os
 import queue
+import select
 import signal
 import sys
 import threading
@@ -21,6 +22,7 @@ from concurrent.futures import Future
 from typing import Any, Protocol, TypeVar
 
 from pystack.iface.datapath import Datapath
+from pystack.tcp.engine import TcpEngine
 from pystack.wire.segment import ACK, RST, TcpSegment
 
 log = logging.getLogger("pystack.stack")
@@ -79,6 +81,16 @@ class Stack:
         self._calls: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None  # the thread running the loop, if any
         self._background: threading.Thread | None = None  # the one start() made
+        # Extra descriptors (see add_reader): fd -> {POLLIN/POLLOUT: callback}.
+        self._fds: dict[int, dict[int, Callable[[], None]]] = {}
+        self._poller: Any = None  # select.poll, made by the first add_reader/add_writer
+        self._wake_fd = -1  # eventfd that ends the current wait (wakeup())
+        self._xsk_fd = -1
+        # TSO: the TCP engine (the handler, or the engine a wrapper holds) may hand over
+        # segments of up to this many MSS-sized frames; the data path splits them.
+        engine = getattr(handler, "engine", handler)
+        if isinstance(engine, TcpEngine):
+            engine.tso_segs = getattr(datapath, "tso_segs", 1)
 
     def stop(self) -> None:
         """Ask the loop to end; from another thread, also wait for a started loop thread."""
@@ -95,10 +107,11 @@ class Stack:
             return fn()
         fut: Future[T] = Future()
         self._calls.put((fn, fut))
+        self.wakeup()
         return fut.result(timeout)
 
     def _run_calls(self) -> None:
-        while True:
+        while not self._calls.empty():
             try:
                 fn, fut = self._calls.get_nowait()
             except queue.Empty:
@@ -116,8 +129,13 @@ class Stack:
         now = time.monotonic()
         deadline = h.next_deadline()
         wait = max_wait if deadline is None else min(max_wait, max(0.0, deadline - now))
+        if getattr(dp, "tx_backlog", 0):
+            wait = 0.0  # segments wait for tx ring room, which our kicks free: no sleep
         segs = dp.receive()
-        if not segs and wait > 0 and dp.wait(wait):
+        if self._poller is not None:  # extra descriptors too (add_reader): one poll for all
+            if self._wait_fds(0.0 if segs else wait) and not segs:
+                segs = dp.receive()
+        elif not segs and wait > 0 and dp.wait(wait):
             segs = dp.receive()
         now = time.monotonic()
         for seg in segs:
@@ -127,6 +145,77 @@ class Stack:
             h.on_timer(now)
         dp.send(h.poll(now))
         return len(segs)
+
+    # ---- Extra file descriptors (hook for pystack.apps.proxy and pystack.control) ----------
+    # The loop waits on them together with the AF_XDP socket and runs a descriptor's callback
+    # on the loop thread when it is ready (POLLHUP/POLLERR count as ready for both), before
+    # the turn's segments are fed, so whatever the callbacks queue leaves with the turn's
+    # poll. Callbacks handle their own errors. wakeup() (any thread) ends the current wait:
+    # call() from another thread is served at once instead of after up to MAX_IDLE_WAIT.
+    def add_reader(self, fd: int, callback: Callable[[], None]) -> None:
+        self._watch(fd, select.POLLIN, callback)
+
+    def remove_reader(self, fd: int) -> None:
+        self._watch(fd, select.POLLIN, None)
+
+    def add_writer(self, fd: int, callback: Callable[[], None]) -> None:
+        self._watch(fd, select.POLLOUT, callback)
+
+    def remove_writer(self, fd: int) -> None:
+        self._watch(fd, select.POLLOUT, None)
+
+    def wakeup(self) -> None:
+        if self._wake_fd >= 0:
+            os.eventfd_write(self._wake_fd, 1)
+
+    def _watch(self, fd: int, event: int, callback: Callable[[], None] | None) -> None:
+        if self._thread is not None and threading.current_thread() is not self._thread:
+            self.call(lambda: self._watch(fd, event, callback))
+            return
+        if self._poller is None:
+            if callback is None:
+                return
+            self._poller = select.poll()
+            self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+            self._poller.register(self._wake_fd, select.POLLIN)
+            self._xsk_fd = self.dp.xsk.fd  # type: ignore[union-attr]
+            self._poller.register(self._xsk_fd, select.POLLIN)
+        cbs = self._fds.setdefault(fd, {})
+        if callback is None:
+            cbs.pop(event, None)
+        else:
+            cbs[event] = callback
+        if cbs:
+            self._poller.register(fd, sum(cbs))  # register again = modify
+        else:
+            del self._fds[fd]
+            try:
+                self._poller.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+
+    def _wait_fds(self, timeout: float) -> bool:
+        """Wait for any descriptor; run the ready ones' callbacks. True if frames wait."""
+        frames = False
+        for fd, ev in self._poller.poll(max(0, int(timeout * 1000 + 0.999))):
+            if fd == self._xsk_fd:
+                frames = True
+            elif fd == self._wake_fd:
+                try:
+                    os.eventfd_read(fd)
+                except BlockingIOError:
+                    pass
+            elif ev & select.POLLNVAL:  # closed without remove_*: forget it
+                self._fds.pop(fd, None)
+                self._poller.unregister(fd)
+            else:
+                for mask in (select.POLLIN, select.POLLOUT):
+                    cb = self._fds.get(fd, {}).get(mask)
+                    if cb is not None and ev & (mask | select.POLLHUP | select.POLLERR):
+                        cb()
+        return frames
+
+    # ---- end of the extra-descriptor hook ----------------------------------------------
 
     def run_forever(self) -> None:
         def on_signal(signum: int, _frame: object) -> None:

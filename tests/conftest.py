@@ -12,7 +12,9 @@ import pytest
 
 from tests.helpers import read_line
 
-INTEGRATION_DIR = os.path.join(os.path.dirname(__file__), "integration")
+# Directories whose tests need root and BPF (marked integration, never skipped).
+INTEGRATION_DIRS = tuple(os.path.join(os.path.dirname(__file__), d, "")
+                         for d in ("integration", "reliability"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -23,7 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        if str(item.fspath).startswith(INTEGRATION_DIR):
+        if str(item.fspath).startswith(INTEGRATION_DIRS):
             item.add_marker(pytest.mark.integration)
 
 

@@ -2,34 +2,29 @@
 
 from __future__ import annotations
 
+from pystack.apps.base import App
 from pystack.tcp.connection import Connection
 
 
-class Discard:
-    __slots__ = ("conn", "received", "closed")
+class Discard(App):
+    name = "discard"
+    __slots__ = ("received",)
 
     def __init__(self, conn: Connection) -> None:
-        self.conn = conn
         self.received = 0
-        self.closed = False
-        conn.on_event = self.on_event
-        self.pump()
-
-    def on_event(self, conn: object, kind: str) -> None:
-        if kind != "closed":
-            self.pump()
+        super().__init__(conn)
 
     def pump(self) -> None:
         c = self.conn
-        while not self.closed:
+        while not self.done:
             try:
                 data = c.recv(1 << 20)
             except BlockingIOError:
                 return
-            except OSError:
-                data = b""
+            except OSError as e:
+                self.abort(e.strerror or "error")
+                return
             if not data:
-                self.closed = True
-                c.close()
+                self.close()
                 return
             self.received += len(data)

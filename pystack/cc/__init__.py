@@ -5,21 +5,41 @@ Each algorithm is a :class:`~pystack.cc.base.CongestionOps` subclass keyed by it
 Importing this package registers ``reno`` and ``cubic``; :data:`DEFAULT` is ``"cubic"`` as
 on Linux.  :func:`get` returns a fresh instance per connection; an unknown name raises
 :class:`UnknownAlgorithm` (a ``KeyError``), which the socket layer maps to ``ENOENT``.
+:func:`available` is ``net.ipv4.tcp_available_congestion_control`` (registration order).
 
-Registering your own algorithm from Python (a fixed-window "constant" algorithm)::
+A connection gets ``tcp_congestion_control`` (or the TCP_CONGESTION it was given) when it
+becomes established.  Setting TCP_CONGESTION on a live connection switches at once, as
+Linux ``tcp_reinit_congestion_control``: the old algorithm's ``release``, its private state
+cleared, the new one's ``init``; cwnd and ssthresh carry over.
+
+Registering your own algorithm from Python -- here a Scalable-TCP-like one (cwnd grows by
+one segment per 50 acknowledged, a loss keeps 7/8 of it)::
 
     >>> from pystack import cc
-    >>> from pystack.cc.base import CcState, CongestionOps
+    >>> from pystack.cc.base import (CcState, CongestionOps, tcp_cong_avoid_ai,
+    ...                              tcp_in_slow_start, tcp_slow_start)
     >>> @cc.register
-    ... class Constant(CongestionOps):
-    ...     name = "constant"
-    ...     def init(self, tp): tp.snd_cwnd = 20
-    ...     def ssthresh(self, tp): return tp.snd_cwnd      # never back off
-    ...     def cong_avoid(self, tp, ack, acked): pass      # never grow
-    >>> ops = cc.get("constant"); tp = CcState(mss=1448); ops.init(tp)
-    >>> tp.snd_cwnd, "constant" in cc.available()
-    (20, True)
-    >>> cc.unregister("constant")
+    ... class Scalable(CongestionOps):
+    ...     name = "scalable"
+    ...     def ssthresh(self, tp):  # on loss or ECN: keep 7/8 (Reno keeps 1/2)
+    ...         return max(tp.snd_cwnd - (tp.snd_cwnd >> 3), 2)
+    ...     def cong_avoid(self, tp, ack, acked):  # windows are in segments, as in Linux
+    ...         if not tp.is_cwnd_limited:
+    ...             return
+    ...         if tcp_in_slow_start(tp):
+    ...             acked = tcp_slow_start(tp, acked)
+    ...         tcp_cong_avoid_ai(tp, min(tp.snd_cwnd, 50), acked)
+    >>> "scalable" in cc.available()
+    True
+    >>> tp = CcState(mss=1448, snd_cwnd=80); ops = cc.get("scalable"); ops.init(tp)
+    >>> ops.ssthresh(tp)
+    70
+    >>> cc.unregister("scalable")
+
+Use it for one connection with ``conn.set_option("TCP_CONGESTION", "scalable")`` (before or
+after the handshake) or for all with ``Settings(tcp_congestion_control="scalable")``.
+Optional hooks (``init``, ``release``, ``undo_cwnd``, ``pkts_acked``, ``cwnd_event``,
+``set_state``, ``get_info``) are listed in :mod:`pystack.cc.base`.
 """
 
 from __future__ import annotations

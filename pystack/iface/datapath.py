@@ -1,11 +1,16 @@
 """One interface's data path: the XDP program attached to it, one AF_XDP socket per rx
 queue, and the conversion between frames and `TcpSegment`s.
 
-Receive: a batch of frames comes off the rx ring, each is parsed into a segment whose
-payload is copied out once (the frame goes straight back to the fill ring), and the batch
-is handed on. Transmit: each segment is built into a UMEM frame and the batch is queued
-with checksums computed in C. The XDP program has already verified every received
-frame's checksums (META_CSUM_OK), so parsing does not verify them again.
+Receive: a batch of frames comes off the rx ring and one C call parses all of them
+(pystack.io.batch), merging in-order data of a flow into one segment and runs of pure ACKs
+into the latest (GRO); each merged payload is copied out once and the frames go straight
+back to the fill ring. Transmit: one C call builds every frame of the batch from the
+segments (splitting a segment with gso_size into MSS-sized frames: TSO), fills checksums
+and queues them. The XDP program has already verified every received frame's checksums
+(META_CSUM_OK), so parsing does not verify them again.
+
+`c_batch=False` runs the same conversions in Python (pystack.wire.frame: parse_frame +
+coalesce, split_segment + build_frame): the reference the C path is tested against.
 """
 
 from __future__ import annotations
@@ -16,9 +21,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pystack.iface.neighbors import NeighbourTable
+from pystack.io._xsk import ffi
+from pystack.io.batch import E_UNVERIFIED, GRO_ALL, REASON, RxParser, TxPacker
 from pystack.io.xsk import XskSocket
 from pystack.wire.errors import WireError
-from pystack.wire.frame import build_frame, frame_len, parse_frame
+from pystack.wire.frame import (
+    RxFrame,
+    build_frame,
+    coalesce,
+    parse_frame,
+    split_segment,
+)
 from pystack.wire.segment import TcpSegment
 from pystack.xdp import abi
 from pystack.xdp.program import IngressProgram
@@ -26,6 +39,10 @@ from pystack.xdp.program import IngressProgram
 log = logging.getLogger("pystack.datapath")
 
 UNRESOLVED_QLEN = 101  # like the kernel's default unres_qlen_bytes / typical frame
+# TSO: MSS-sized frames one segment may be split into (64 KiB of 1448-byte segments, the
+# size of Linux's GSO limit); the TCP engine learns it through pystack.stack.
+TSO_SEGS = 44
+TX_BACKLOG = 4096  # segments waiting for tx ring room; more are dropped (tx_ring_full)
 
 
 @dataclass
@@ -35,9 +52,12 @@ class DatapathStats:
     rx_frames: int = 0
     rx_malformed: int = 0  # frames the XDP program passed but the parser refused
     rx_unverified: int = 0  # frames without the XDP "checksum verified" mark, dropped
+    rx_segments: int = 0  # segments handed on (fewer than frames when GRO merged some)
     tx_frames: int = 0
+    tx_segments: int = 0  # segments queued (more frames than segments when TSO split some)
     tx_no_neighbour: int = 0  # segments dropped: no MAC and the wait queue was full
-    tx_ring_full: int = 0  # segments dropped: no frame or ring slot
+    tx_ring_full: int = 0  # segments dropped: no frame or ring slot and the backlog full
+    tx_invalid: int = 0  # segments dropped: cannot be built (fields out of range, too big)
     malformed_by_reason: dict[str, int] = field(default_factory=dict)
 
 
@@ -52,11 +72,16 @@ class Datapath:
         xsk_mode: str = "copy",
         frames: int = 8192,
         ring_size: int = 2048,
-        batch: int = 64,
+        batch: int = 256,
         program: IngressProgram | None = None,
+        c_batch: bool = True,
+        gro: int = GRO_ALL,
     ) -> None:
         self.ifname = ifname
         self.mode = mode
+        self.c_batch = c_batch
+        self.tso_segs = TSO_SEGS
+        self.gro = gro  # pystack.io.batch GRO_DATA | GRO_ACKS, 0: every frame alone
         self.stats = DatapathStats()
         self._own_program = program is None
         self.program = program or IngressProgram()
@@ -66,6 +91,8 @@ class Datapath:
         self._owned: set[tuple[int, str | int]] = set()
         # Segments waiting for ARP, per destination (the kernel's arp_queue, bounded).
         self._unresolved: dict[int, list[TcpSegment]] = {}
+        self._backlog: list[TcpSegment] = []  # waiting for tx ring room, in order
+        self._backlog_macs: list[bytes] = []
         try:
             self.neigh = NeighbourTable(ifname)
             self.xsk = XskSocket(ifname, 0, frames=frames, ring_size=ring_size,
@@ -77,6 +104,10 @@ class Datapath:
             raise
         self.local_mac = self.neigh.local_mac
         self.local_ips = _interface_ips(self.neigh)
+        self._area = self.xsk.area
+        self._rx = RxParser(batch)
+        self._tx = TxPacker(batch)
+        self._txout = ffi.new("uint32_t[2]")
 
     def close(self) -> None:
         """Detach the program first (the kernel takes the ports back), then free the rest."""
@@ -122,10 +153,38 @@ class Datapath:
         n = xsk.recv()
         if n == 0:
             return []
-        out: list[TcpSegment] = []
         descs = xsk.rx_descs
+        if self.c_batch:
+            segs, macs, errors = self._rx.parse(self._area, descs, n, self.gro)
+            if errors:
+                self._count_errors(errors)
+        else:
+            segs, macs = self._receive_py(descs, n)
+        xsk.release(descs, n)
+        learn = self.neigh.learn
+        for seg, mac in zip(segs, macs, strict=True):
+            learn(seg.src_ip, mac)
+        self.stats.rx_frames += n
+        self.stats.rx_segments += len(segs)
+        return segs
+
+    def _count_errors(self, errors: list[int]) -> None:
+        r = self.stats.malformed_by_reason
+        for e in errors:
+            if e == E_UNVERIFIED:
+                self.stats.rx_unverified += 1
+            else:
+                self.stats.rx_malformed += 1
+                reason = REASON.get(e, "truncated")
+                r[reason] = r.get(reason, 0) + 1
+
+    def _receive_py(self, descs: object, n: int) -> tuple[list[TcpSegment], list[bytes]]:
+        """The Python reference of RxParser.parse: parse_frame each frame, then coalesce."""
+        xsk = self.xsk
+        assert xsk is not None
+        frames: list[RxFrame] = []
         for i in range(n):
-            d = descs[i]
+            d = descs[i]  # type: ignore[index]
             if not d.flags & abi.META_CSUM_OK:
                 self.stats.rx_unverified += 1
                 continue
@@ -140,44 +199,109 @@ class Datapath:
             seg.payload = bytes(seg.payload)  # the frame is about to go back to the kernel
             if d.flags & abi.META_COOKIE_OK:
                 seg.syncookie = d.syncookie
-            self.neigh.learn(seg.src_ip, parsed.eth_src)
-            out.append(seg)
-        xsk.release(descs, n)
-        self.stats.rx_frames += n
-        return out
+            frames.append(RxFrame(seg, parsed.eth_src, d.flags))
+        merged = coalesce(frames, self.gro)
+        return [f.segment for f in merged], [f.eth_src for f in merged]
 
     # ---- transmit ----
     def send(self, segments: Iterable[TcpSegment]) -> int:
-        """Build and queue segments; returns how many were queued. Segments to a neighbour
-        not yet resolved wait (up to UNRESOLVED_QLEN each) and go with a later call."""
-        segs = list(segments)
+        """Build and queue segments; returns how many were queued (a segment with gso_size
+        may leave as several frames). Segments to a neighbour not yet resolved wait (up to
+        UNRESOLVED_QLEN each), and segments the tx ring has no room for wait in order (up
+        to TX_BACKLOG, like a qdisc: the kernel drains the ring as we kick it); both go
+        first at the next call."""
+        segs = segments if isinstance(segments, list) else list(segments)
         if self._unresolved:
             segs = self._take_resolved() + segs
-        if not segs:
+        ready, macs = self._backlog, self._backlog_macs
+        if not segs and not ready:
             return 0
-        xsk = self.xsk
-        assert xsk is not None and self.neigh is not None
-        descs, k = xsk.alloc(len(segs))
-        if k < len(segs):
-            self.stats.tx_ring_full += len(segs) - k
-        used = 0
-        for seg in segs[:k]:
-            mac = self.neigh.lookup(seg.dst_ip)
+        self._backlog, self._backlog_macs = [], []
+        neigh = self.neigh
+        assert neigh is not None
+        cache: dict[int, bytes | None] = {}
+        for seg in segs:
+            ip = seg.dst_ip
+            mac = cache[ip] if ip in cache else cache.setdefault(ip, neigh.lookup(ip))
             if mac is None:
                 self._wait_for_neighbour(seg)
                 continue
-            if frame_len(seg) > xsk.frame_size:
-                raise ValueError(f"segment of {len(seg.payload)} bytes exceeds a frame")
-            d = descs[used]
-            d.len = build_frame(seg, self.local_mac, mac, out=xsk.buffer(d), fill_checksums=False)
-            used += 1
+            ready.append(seg)
+            macs.append(mac)
+        if not ready:
+            return 0
+        send = self._send_c if self.c_batch else self._send_py
+        sent, left, left_macs = send(ready, macs)
+        if left:
+            self._backlog, self._backlog_macs = left[:TX_BACKLOG], left_macs[:TX_BACKLOG]
+            self.stats.tx_ring_full += max(0, len(left) - TX_BACKLOG)
+        return sent
+
+    @property
+    def tx_backlog(self) -> int:
+        """Segments waiting for room in the tx ring (the loop should call send() again
+        soon: the ring drains as it is kicked)."""
+        return len(self._backlog)
+
+    @property
+    def tx_pending(self) -> int:
+        """Segments held for a later send(): waiting for ARP or for tx ring room."""
+        return len(self._backlog) + sum(len(q) for q in self._unresolved.values())
+
+    def _send_c(self, ready: list[TcpSegment], macs: list[bytes]
+                ) -> tuple[int, list[TcpSegment], list[bytes]]:
+        """One C call (ps_tx_segs): (segments queued, the rest that found no room)."""
+        xsk = self.xsk
+        assert xsk is not None
+        bad = self._tx.pack(ready, macs)
+        if bad:
+            skip = set(bad)
+            ready = [s for i, s in enumerate(ready) if i not in skip]
+            macs = [m for i, m in enumerate(macs) if i not in skip]
+        out = self._txout
+        consumed = xsk.transmit_segments(self._tx.segs, len(ready), self.local_mac, out)
+        self._tx.release()
+        st = self.stats
+        st.tx_invalid += len(bad) + out[1]
+        st.tx_frames += out[0]
+        sent = consumed - out[1]
+        st.tx_segments += sent
+        return sent, ready[consumed:], macs[consumed:]
+
+    def _send_py(self, segs: list[TcpSegment], macs: list[bytes]
+                 ) -> tuple[int, list[TcpSegment], list[bytes]]:
+        """The Python reference of _send_c: split_segment, then build_frame each."""
+        xsk = self.xsk
+        assert xsk is not None
+        st = self.stats
+        split = [split_segment(seg) for seg in segs]
+        descs, k = xsk.alloc(sum(len(p) for p in split))
+        used = 0
+        ends: list[tuple[int, int]] = []  # (segment index, frames used up to its end)
+        stop = len(segs)
+        for i, (pieces, mac) in enumerate(zip(split, macs, strict=True)):
+            if used + len(pieces) > k:
+                stop = i
+                break
+            try:
+                lens = [build_frame(p, self.local_mac, mac, out=xsk.buffer(descs[used + j]),
+                                    fill_checksums=False) for j, p in enumerate(pieces)]
+            except ValueError:
+                st.tx_invalid += 1
+                continue
+            for j, n in enumerate(lens):
+                descs[used + j].len = n
+            used += len(pieces)
+            ends.append((i, used))
         sent = xsk.transmit(descs, used, checksum=True) if used else 0
         if sent < k:  # unused allocations and anything the ring refused go back
             xsk.release(descs + sent, k - sent)
-            self.stats.tx_ring_full += used - sent
-        self.stats.tx_frames += sent
-        return sent
-
+        st.tx_frames += sent
+        queued = [i for i, e in ends if e <= sent]  # a segment counts when all its frames do
+        if len(queued) < len(ends):  # the ring took only part: the rest waits
+            stop = ends[len(queued)][0]
+        st.tx_segments += len(queued)
+        return len(queued), segs[stop:], macs[stop:]
 
     def _wait_for_neighbour(self, seg: TcpSegment) -> None:
         q = self._unresolved.setdefault(seg.dst_ip, [])

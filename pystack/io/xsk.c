@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
 #include <unistd.h>
 
 #include <linux/if_link.h>
@@ -109,9 +110,14 @@ struct ps_xsk *ps_xsk_open(const char *ifname, uint32_t queue, uint32_t nframes,
         return NULL;
     }
 
+    /* A completion ring that can hold every frame is never full: the kernel never has to
+     * refuse a transmit (EAGAIN) because completions were not reaped yet. */
+    uint32_t comp_size = ring_size;
+    while (comp_size < nframes)
+        comp_size <<= 1;
     struct xsk_umem_config ucfg = {
         .fill_size = ring_size,
-        .comp_size = ring_size,
+        .comp_size = comp_size,
         .frame_size = frame_size,
         .frame_headroom = 0,
         .flags = 0,
@@ -172,7 +178,7 @@ uint32_t ps_xsk_frame_size(struct ps_xsk *x) { return x->frame_size; }
 uint32_t ps_tx_complete(struct ps_xsk *x)
 {
     uint32_t idx;
-    uint32_t n = xsk_ring_cons__peek(&x->comp, x->ring_size, &idx);
+    uint32_t n = xsk_ring_cons__peek(&x->comp, x->nframes, &idx);
     for (uint32_t i = 0; i < n; i++) {
         uint32_t f = frame_index(x, *xsk_ring_cons__comp_addr(&x->comp, idx + i));
         if (f < x->nframes && x->state[f] == F_TX) {
@@ -364,7 +370,14 @@ int ps_xsk_check(struct ps_xsk *x)
 
 static uint64_t sum_bytes(const uint8_t *p, uint32_t len, uint64_t sum)
 {
+    uint64_t q;
     uint32_t w;
+    while (len >= 8) { /* two 32-bit words at a time; each add stays far below 2^64 */
+        memcpy(&q, p, 8);
+        sum += (q & 0xffffffffu) + (q >> 32);
+        p += 8;
+        len -= 8;
+    }
     while (len >= 4) {
         memcpy(&w, p, 4);
         sum += w;
@@ -525,4 +538,527 @@ int ps_xdp_test_run(int prog_fd, const uint8_t *frame, uint32_t len, uint32_t *a
     if (meta_len)
         *meta_len = ctx_out.data;
     return 0;
+}
+
+/* ---- batch parsing (rx) ----
+ * The checks and their order are pystack.wire.frame.parse_frame's (without checksums: the
+ * XDP program verified them, META_CSUM_OK), so both give the same segment or the same
+ * reason; tests/unit/test_wire_c_batch.py holds them to it. */
+
+#define ETH_HLEN_ 14
+#define TCP_F_FIN 0x01
+#define TCP_F_SYN 0x02
+#define TCP_F_RST 0x04
+#define TCP_F_PSH 0x08
+#define TCP_F_ACK 0x10
+#define TCP_F_URG 0x20
+#define TCP_F_ECE 0x40
+#define TCP_F_CWR 0x80
+#define META_CSUM_OK_ 0x0001u
+#define META_COOKIE_OK_ 0x0002u
+#define NO_FRAG 0xffffffffu
+
+static inline uint16_t rd16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
+static inline uint32_t rd32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+static inline void wr16(uint8_t *p, uint16_t v) { p[0] = v >> 8; p[1] = (uint8_t)v; }
+static inline void wr32(uint8_t *p, uint32_t v)
+{
+    p[0] = v >> 24; p[1] = (uint8_t)(v >> 16); p[2] = (uint8_t)(v >> 8); p[3] = (uint8_t)v;
+}
+
+/* TCP options (RFC 9293 §3.2), as pystack.wire.tcp.parse_options: unknown kinds skipped,
+ * a repeated option replaces the earlier one, a bad length refuses the segment. */
+static int parse_opts(const uint8_t *b, uint32_t n, struct ps_rxseg *s)
+{
+    uint32_t i = 0;
+    while (i < n) {
+        uint8_t kind = b[i];
+        if (kind == 0)
+            break;
+        if (kind == 1) {
+            i++;
+            continue;
+        }
+        if (i + 1 >= n)
+            return PS_E_BAD_OPTION;
+        uint32_t len = b[i + 1];
+        if (len < 2 || i + len > n)
+            return PS_E_BAD_OPTION;
+        switch (kind) {
+        case 2: /* MSS, RFC 9293 §3.2 */
+            if (len != 4)
+                return PS_E_BAD_OPTION;
+            s->mss = rd16(b + i + 2);
+            s->opts |= PS_O_MSS;
+            break;
+        case 3: /* window scale, RFC 7323 §2.2 */
+            if (len != 3)
+                return PS_E_BAD_OPTION;
+            s->wscale = b[i + 2];
+            s->opts |= PS_O_WSCALE;
+            break;
+        case 4: /* SACK permitted, RFC 2018 §2 */
+            if (len != 2)
+                return PS_E_BAD_OPTION;
+            s->opts |= PS_O_SACK_PERM;
+            break;
+        case 5: { /* SACK, RFC 2018 §3 */
+            uint32_t nb = (len - 2) / 8;
+            if ((len - 2) % 8 || nb < 1 || nb > 4)
+                return PS_E_BAD_OPTION;
+            for (uint32_t k = 0; k < 2 * nb; k++)
+                s->sack[k] = rd32(b + i + 2 + 4 * k);
+            s->nsack = (uint8_t)nb;
+            break;
+        }
+        case 8: /* timestamps, RFC 7323 §3.2 */
+            if (len != 10)
+                return PS_E_BAD_OPTION;
+            s->tsval = rd32(b + i + 2);
+            s->tsecr = rd32(b + i + 6);
+            s->opts |= PS_O_TS;
+            break;
+        case 34: { /* Fast Open, RFC 7413 §4.1.1 */
+            uint32_t clen = len - 2;
+            if (clen && ((clen & 1) || clen < 4 || clen > 16))
+                return PS_E_BAD_OPTION;
+            memcpy(s->fo, b + i + 2, clen);
+            s->fo_len = (uint8_t)clen;
+            s->opts |= PS_O_FASTOPEN;
+            break;
+        }
+        case 254: /* RFC 6994 experimental Fast Open (ExID 0xF989), as Linux */
+            if (len >= 4 && rd16(b + i + 2) == 0xF989 && !(s->opts & PS_O_FASTOPEN)) {
+                uint32_t clen = len - 4;
+                if (clen == 0 || (!(clen & 1) && clen >= 4 && clen <= 16)) {
+                    memcpy(s->fo, b + i + 4, clen);
+                    s->fo_len = (uint8_t)clen;
+                    s->opts |= PS_O_FASTOPEN;
+                }
+            }
+            break;
+        default:
+            break;
+        }
+        i += len;
+    }
+    return PS_E_OK;
+}
+
+/* One frame: fills s, returns PS_E_*; *pay_at = frame offset of the payload. */
+static int parse_frame_c(const uint8_t *f, uint32_t len, struct ps_rxseg *s, uint32_t *pay_at)
+{
+    if (len < ETH_HLEN_)
+        return PS_E_TRUNCATED;
+    if (f[12] != 0x08 || f[13] != 0x00)
+        return PS_E_NOT_IPV4;
+    const uint8_t *ip = f + ETH_HLEN_;
+    uint32_t iplen = len - ETH_HLEN_;
+    if (iplen < 20)
+        return PS_E_TRUNCATED;
+    if ((ip[0] >> 4) != 4)
+        return PS_E_NOT_IPV4;
+    uint32_t ihl = (uint32_t)(ip[0] & 0x0f) * 4;
+    if (ihl < 20 || ihl > iplen)
+        return PS_E_BAD_IHL;
+    uint32_t tot = rd16(ip + 2); /* bytes past it are link padding (RFC 894) */
+    if (tot < ihl || tot > iplen)
+        return PS_E_BAD_TOTAL_LENGTH;
+    if (rd16(ip + 6) & 0x3fff) /* MF or an offset: no reassembly (RFC 791 §2.3) */
+        return PS_E_FRAGMENT;
+    if (ip[9] != 6)
+        return PS_E_NOT_TCP;
+    const uint8_t *t = ip + ihl;
+    uint32_t tlen = tot - ihl;
+    if (tlen < 20)
+        return PS_E_TRUNCATED;
+    uint32_t hl = (uint32_t)(t[12] >> 4) * 4; /* data offset, RFC 9293 §3.1 */
+    if (hl < 20 || hl > tlen)
+        return PS_E_BAD_DOFF;
+    int e = parse_opts(t + 20, hl - 20, s);
+    if (e)
+        return e;
+    s->src_ip = rd32(ip + 12);
+    s->dst_ip = rd32(ip + 16);
+    s->ecn = ip[1] & 0x03;
+    s->src_port = rd16(t);
+    s->dst_port = rd16(t + 2);
+    s->seq = rd32(t + 4);
+    s->ack = rd32(t + 8);
+    s->flags = t[13];
+    s->window = rd16(t + 14);
+    s->urgent = rd16(t + 18);
+    s->pay_len = tlen - hl;
+    memcpy(s->eth_src, f + 6, 6);
+    *pay_at = ETH_HLEN_ + ihl + hl;
+    return PS_E_OK;
+}
+
+static int same_opts(const struct ps_rxseg *a, const struct ps_rxseg *b)
+{
+    if (a->opts != b->opts || a->nsack != b->nsack)
+        return 0;
+    if ((a->opts & PS_O_MSS) && a->mss != b->mss)
+        return 0;
+    if ((a->opts & PS_O_WSCALE) && a->wscale != b->wscale)
+        return 0;
+    if ((a->opts & PS_O_TS) && (a->tsval != b->tsval || a->tsecr != b->tsecr))
+        return 0;
+    if ((a->opts & PS_O_FASTOPEN) &&
+        (a->fo_len != b->fo_len || memcmp(a->fo, b->fo, a->fo_len)))
+        return 0;
+    return memcmp(a->sack, b->sack, 8u * a->nsack) == 0;
+}
+
+/* GRO (Linux tcp_gro_receive, stricter): s continues p's in-order run of full-sized data
+ * segments: flags ACK (PSH allowed on the last one, which ends the run), same ack, window,
+ * urgent field, ECN bits and options (so the same TSval), contiguous seq, no longer than
+ * the first frame; a shorter frame ends the run too. */
+static int can_merge_data(const struct ps_rxseg *p, const struct ps_rxseg *s,
+                          const struct ps_rxfrag *frags)
+{
+    if (!p->pay_len || !s->pay_len || p->flags != TCP_F_ACK ||
+        (s->flags != TCP_F_ACK && s->flags != (TCP_F_ACK | TCP_F_PSH)))
+        return 0;
+    uint32_t first_len = frags[p->first].len;
+    if (p->gso_segs >= PS_GRO_MAX_SEGS || frags[p->last].len != first_len ||
+        s->pay_len > first_len)
+        return 0;
+    return s->seq == p->seq + p->pay_len && s->ack == p->ack && s->window == p->window &&
+           s->urgent == p->urgent && s->ecn == p->ecn && same_opts(p, s);
+}
+
+/* Pure ACKs that only advance SND.UNA: the latest stands for all. Never two with the same
+ * ack (duplicate ACKs drive fast retransmit, RFC 5681 §3.2), nor one that repeated the
+ * ACK before it with a later one; never with SACK blocks or options other than timestamps,
+ * never across a window change. */
+static int is_pure_ack(const struct ps_rxseg *s)
+{
+    return !s->pay_len && s->flags == TCP_F_ACK;
+}
+
+static int can_merge_ack(const struct ps_rxseg *p, const struct ps_rxseg *s)
+{
+    /* A known duplicate keeps its place even before an ACK that advances. */
+    if (!is_pure_ack(p) || !is_pure_ack(s) || p->dupack)
+        return 0;
+    if (p->nsack || s->nsack || (p->opts & ~PS_O_TS) || p->opts != s->opts)
+        return 0;
+    return s->seq == p->seq && (int32_t)(s->ack - p->ack) > 0 && s->window == p->window &&
+           s->urgent == p->urgent && s->ecn == p->ecn && p->gso_segs < PS_GRO_MAX_SEGS;
+}
+
+#define FLOW_SLOTS 1024u /* flows one batch can merge (frame.py GRO_FLOW_SLOTS) */
+
+static inline uint32_t flow_hash(const struct ps_rxseg *s)
+{
+    uint32_t h = s->src_ip * 0x9e3779b1u ^ s->dst_ip * 0x85ebca6bu ^
+                 ((uint32_t)s->src_port << 16 | s->dst_port) * 0xc2b2ae35u;
+    return (h ^ (h >> 15)) & (FLOW_SLOTS - 1);
+}
+
+static inline int same_flow(const struct ps_rxseg *a, const struct ps_rxseg *b)
+{
+    return a->src_ip == b->src_ip && a->dst_ip == b->dst_ip && a->src_port == b->src_port &&
+           a->dst_port == b->dst_port;
+}
+
+uint32_t ps_rx_parse(const uint8_t *area, const struct ps_desc *descs, uint32_t n,
+                     struct ps_rxseg *out, struct ps_rxfrag *frags, int coalesce)
+{
+    uint32_t slot[FLOW_SLOTS]; /* flow -> 1 + index in out of its latest entry */
+    uint32_t m = 0;
+    if (coalesce)
+        memset(slot, 0, sizeof(slot));
+    for (uint32_t i = 0; i < n; i++) {
+        struct ps_rxseg *s = &out[m];
+        uint32_t pay_at = 0;
+        memset(s, 0, sizeof(*s));
+        s->first = s->last = i;
+        s->gso_segs = 1;
+        s->meta = (uint16_t)descs[i].flags;
+        frags[i].addr = descs[i].addr;
+        frags[i].len = 0;
+        frags[i].next = NO_FRAG;
+        int e = (descs[i].flags & META_CSUM_OK_)
+                    ? parse_frame_c(area + descs[i].addr, descs[i].len, s, &pay_at)
+                    : PS_E_UNVERIFIED;
+        if (e) {
+            memset(s, 0, sizeof(*s));
+            s->first = s->last = i;
+            s->error = (uint8_t)e;
+            s->meta = (uint16_t)descs[i].flags;
+            m++;
+            continue;
+        }
+        frags[i].addr = descs[i].addr + pay_at;
+        frags[i].len = s->pay_len;
+        if (descs[i].flags & META_COOKIE_OK_)
+            s->syncookie = descs[i].syncookie;
+        if (!coalesce) {
+            m++;
+            continue;
+        }
+        /* Merge only plain verified frames: a cookie ACK is always seen alone. */
+        uint32_t h = flow_hash(s), probe, found = NO_FRAG;
+        for (probe = 0; probe < FLOW_SLOTS; probe++) {
+            uint32_t k = (h + probe) & (FLOW_SLOTS - 1);
+            if (!slot[k])
+                break;
+            if (same_flow(&out[slot[k] - 1], s)) {
+                found = k;
+                break;
+            }
+        }
+        if (found != NO_FRAG && s->meta == META_CSUM_OK_) {
+            struct ps_rxseg *p = &out[slot[found] - 1];
+            if (p->meta == META_CSUM_OK_) {
+                if ((coalesce & PS_GRO_DATA) && can_merge_data(p, s, frags)) {
+                    if (p->gso_segs == 1)
+                        p->gso_size = p->pay_len;
+                    p->pay_len += s->pay_len;
+                    p->flags = s->flags;
+                    p->gso_segs++;
+                    frags[p->last].next = i;
+                    p->last = i;
+                    continue;
+                }
+                if ((coalesce & PS_GRO_ACKS) && can_merge_ack(p, s)) {
+                    uint16_t segs = p->gso_segs + 1;
+                    uint32_t first = p->first;
+                    *p = *s;
+                    p->gso_segs = segs;
+                    p->first = first;
+                    continue;
+                }
+            }
+        }
+        if (found != NO_FRAG) {
+            const struct ps_rxseg *p = &out[slot[found] - 1];
+            s->dupack = is_pure_ack(p) && is_pure_ack(s) && p->ack == s->ack;
+            slot[found] = m + 1;
+        }
+        else if (probe < FLOW_SLOTS)
+            slot[(h + probe) & (FLOW_SLOTS - 1)] = m + 1;
+        m++;
+    }
+    return m;
+}
+
+void ps_rx_gather(const uint8_t *area, const struct ps_rxseg *segs, uint32_t m,
+                  const struct ps_rxfrag *frags, uint8_t **dst)
+{
+    for (uint32_t i = 0; i < m; i++) {
+        uint8_t *d = dst[i];
+        if (!d || segs[i].error || !segs[i].pay_len)
+            continue;
+        for (uint32_t k = segs[i].first; k != NO_FRAG; k = frags[k].next) {
+            memcpy(d, area + frags[k].addr, frags[k].len);
+            d += frags[k].len;
+        }
+    }
+}
+
+/* ---- batch building (tx) ----
+ * Frames as pystack.wire.frame.build_frame writes them (Ethernet II, IPv4 with DF, id 0,
+ * TTL 64, TCP with options in Linux's tcp_options_write order), checksums filled. */
+
+#define TX_TTL 64
+
+/* Options length as pystack.wire.tcp.options_len; -1 if they cannot be emitted. */
+static int tx_opts_len(const struct ps_txseg *s)
+{
+    int n = 0;
+    if (s->nsack > 4)
+        return -1;
+    if (s->opts & PS_O_FASTOPEN && s->fo_len &&
+        ((s->fo_len & 1) || s->fo_len < 4 || s->fo_len > 16))
+        return -1;
+    if (s->opts & PS_O_MSS)
+        n += 4;
+    if (s->opts & PS_O_TS)
+        n += 12;
+    else if (s->opts & PS_O_SACK_PERM)
+        n += 4;
+    if (s->opts & PS_O_WSCALE)
+        n += 4;
+    if (s->nsack)
+        n += 4 + 8 * s->nsack;
+    if (s->opts & PS_O_FASTOPEN)
+        n += (2 + s->fo_len + 3) & ~3;
+    return n > 40 ? -1 : n;
+}
+
+static void tx_opts_write(const struct ps_txseg *s, uint8_t *p)
+{
+    if (s->opts & PS_O_MSS) {
+        p[0] = 2; p[1] = 4;
+        wr16(p + 2, s->mss);
+        p += 4;
+    }
+    if (s->opts & PS_O_TS) {
+        if (s->opts & PS_O_SACK_PERM) {
+            p[0] = 4; p[1] = 2;
+        } else {
+            p[0] = 1; p[1] = 1;
+        }
+        p[2] = 8; p[3] = 10;
+        wr32(p + 4, s->tsval);
+        wr32(p + 8, s->tsecr);
+        p += 12;
+    } else if (s->opts & PS_O_SACK_PERM) {
+        p[0] = 1; p[1] = 1; p[2] = 4; p[3] = 2;
+        p += 4;
+    }
+    if (s->opts & PS_O_WSCALE) {
+        p[0] = 1; p[1] = 3; p[2] = 3; p[3] = s->wscale;
+        p += 4;
+    }
+    if (s->nsack) {
+        p[0] = 1; p[1] = 1; p[2] = 5; p[3] = (uint8_t)(2 + 8 * s->nsack);
+        p += 4;
+        for (uint32_t k = 0; k < 2u * s->nsack; k++, p += 4)
+            wr32(p, s->sack[k]);
+    }
+    if (s->opts & PS_O_FASTOPEN) {
+        uint32_t end = (2u + s->fo_len + 3) & ~3u;
+        p[0] = 34; p[1] = (uint8_t)(2 + s->fo_len);
+        memcpy(p + 2, s->fo, s->fo_len);
+        for (uint32_t k = 2u + s->fo_len; k < end; k++)
+            p[k] = 1;
+    }
+}
+
+uint32_t ps_tx_frames(struct ps_txseg *s, uint32_t frame_size)
+{
+    int ol = tx_opts_len(s);
+    if (ol < 0) {
+        s->error = PS_E_BAD_OPTION;
+        return 0;
+    }
+    uint32_t chunk = s->pay_len;
+    uint32_t nf = 1;
+    if (s->gso_size && s->pay_len > s->gso_size) {
+        chunk = s->gso_size;
+        nf = (s->pay_len + chunk - 1) / chunk;
+    }
+    if (ETH_HLEN_ + 20u + 20u + (uint32_t)ol + chunk > frame_size) {
+        s->error = PS_E_TOO_BIG;
+        return 0;
+    }
+    s->error = 0;
+    return nf;
+}
+
+/* Frame k of segment s into f; returns its length. */
+static uint32_t tx_build_one(const struct ps_txseg *s, uint32_t k, uint32_t nf,
+                             const uint8_t *src_mac, uint8_t *f)
+{
+    uint32_t chunk = nf > 1 ? s->gso_size : s->pay_len;
+    uint32_t off = k * chunk;
+    uint32_t plen = s->pay_len - off < chunk ? s->pay_len - off : chunk;
+    uint32_t ol = (uint32_t)tx_opts_len(s);
+    uint32_t thl = 20 + ol, tcp_len = thl + plen;
+    uint8_t flags = s->flags;
+    if (k + 1 < nf)
+        flags &= (uint8_t)~(TCP_F_PSH | TCP_F_FIN);
+    if (k > 0)
+        flags &= (uint8_t)~TCP_F_CWR;
+    memcpy(f, s->dst_mac, 6);
+    memcpy(f + 6, src_mac, 6);
+    f[12] = 0x08;
+    f[13] = 0x00;
+    uint8_t *ip = f + ETH_HLEN_, *t = ip + 20;
+    ip[0] = 0x45;
+    ip[1] = s->ecn & 0x03;
+    wr16(ip + 2, (uint16_t)(20 + tcp_len));
+    wr16(ip + 4, 0);
+    wr16(ip + 6, 0x4000); /* DF (RFC 1191) */
+    ip[8] = TX_TTL;
+    ip[9] = 6;
+    ip[10] = ip[11] = 0;
+    wr32(ip + 12, s->src_ip);
+    wr32(ip + 16, s->dst_ip);
+    wr16(t, s->src_port);
+    wr16(t + 2, s->dst_port);
+    wr32(t + 4, s->seq + off);
+    wr32(t + 8, s->ack);
+    t[12] = (uint8_t)((thl / 4) << 4);
+    t[13] = flags;
+    wr16(t + 14, s->window);
+    t[16] = t[17] = 0;
+    wr16(t + 18, s->urgent);
+    tx_opts_write(s, t + 20);
+    if (plen)
+        memcpy(t + thl, (const uint8_t *)(uintptr_t)s->payload + off, plen);
+    uint32_t len = ETH_HLEN_ + 20 + tcp_len;
+    ps_csum_fill(f, len);
+    return len;
+}
+
+uint32_t ps_build_frames(uint8_t *area, uint32_t frame_size, struct ps_txseg *segs, uint32_t n,
+                         const uint8_t *src_mac, struct ps_desc *descs, uint32_t ndesc)
+{
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct ps_txseg *s = &segs[i];
+        s->frames = 0;
+        uint32_t nf = ps_tx_frames(s, frame_size);
+        if (nf == 0 || k + nf > ndesc)
+            continue;
+        for (uint32_t j = 0; j < nf; j++, k++)
+            descs[k].len = tx_build_one(s, j, nf, src_mac, area + descs[k].addr);
+        s->frames = (uint16_t)nf;
+    }
+    return k;
+}
+
+uint32_t ps_tx_segs(struct ps_xsk *x, struct ps_txseg *segs, uint32_t n, const uint8_t *src_mac,
+                    uint32_t *out)
+{
+    uint32_t need = 0, used = 0, refused = 0, i, idx;
+    ps_tx_complete(x);
+    uint32_t room = xsk_prod_nb_free(&x->tx, x->ring_size);
+    if (room > x->free_top)
+        room = x->free_top;
+    /* The prefix of segments whose frames all fit. */
+    for (i = 0; i < n; i++) {
+        segs[i].frames = 0;
+        uint32_t nf = ps_tx_frames(&segs[i], x->frame_size);
+        if (need + nf > room)
+            break;
+        need += nf;
+        refused += nf == 0;
+    }
+    uint32_t consumed = i;
+    out[0] = 0;
+    out[1] = refused;
+    if (need == 0)
+        return consumed;
+    if (xsk_ring_prod__reserve(&x->tx, need, &idx) != need)
+        return 0; /* cannot happen: room was checked; nothing was taken */
+    for (i = 0; i < consumed; i++) {
+        struct ps_txseg *s = &segs[i];
+        if (s->error)
+            continue;
+        uint32_t nf = ps_tx_frames(s, x->frame_size);
+        for (uint32_t j = 0; j < nf; j++, used++) {
+            uint32_t f = x->free_stack[--x->free_top];
+            uint64_t addr = (uint64_t)f * x->frame_size;
+            struct xdp_desc *d = xsk_ring_prod__tx_desc(&x->tx, idx + used);
+            d->addr = addr;
+            d->len = tx_build_one(s, j, nf, src_mac, x->area + addr);
+            d->options = 0;
+            x->state[f] = F_TX;
+        }
+        s->frames = (uint16_t)nf;
+    }
+    xsk_ring_prod__submit(&x->tx, used);
+    x->n_tx += used;
+    kick_tx(x, used);
+    out[0] = used;
+    return consumed;
 }

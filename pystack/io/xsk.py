@@ -68,6 +68,11 @@ class XskSocket:
         self.rx_descs = ffi.new("struct ps_desc[]", batch)
 
     @property
+    def area(self) -> Any:
+        """The UMEM (cdata uint8_t *) that descriptors' addr fields are offsets into."""
+        return lib.ps_xsk_area(self._x)
+
+    @property
     def fd(self) -> int:
         return int(lib.ps_xsk_fd(self._x))
 
@@ -121,6 +126,12 @@ class XskSocket:
         """Queue n frames (lengths set in descs[i].len). Returns how many were queued;
         the rest are still the caller's (release or retry them)."""
         return int(lib.ps_tx_submit(self._x, descs, n, 1 if checksum else 0))
+
+    def transmit_segments(self, segs: Any, n: int, src_mac: bytes, out: Any) -> int:
+        """Build and queue n `struct ps_txseg` (pystack.io.batch.TxPacker) in one C call:
+        frames from the free list, TSO split, checksums, one kick. Returns the segments
+        consumed; out[0] = frames queued, out[1] = segments refused (their error set)."""
+        return int(lib.ps_tx_segs(self._x, segs, n, src_mac, out))
 
     def complete(self) -> int:
         return int(lib.ps_tx_complete(self._x))

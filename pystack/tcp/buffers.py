@@ -7,13 +7,84 @@
   out-of-order queue: a sorted list of disjoint ranges (RFC 9293 §3.10.7.4 "segment
   text": segments beyond RCV.NXT are held until the gap fills).  Ranges are kept by
   unbounded stream offset, so sequence wrap-around never reaches this module.
+* :class:`MemAccount` is the engine-wide memory account behind ``tcp_mem`` (Linux
+  ``tcp_memory_allocated`` / ``tcp_memory_pressure``): every buffer charges the pages its
+  bytes occupy (payload bytes rounded up to whole pages per buffer, as Linux charges
+  ``sk_forward_alloc`` in pages) and uncharges them as they are read, acknowledged or freed.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import MutableMapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pystack.tcp.settings import Settings
 
 Bytes = bytes | bytearray | memoryview
+
+PAGE_SHIFT = 12  # tcp_mem counts 4 KiB pages (Linux SK_MEM_QUANTUM on x86-64)
+_PAGE_MASK = (1 << PAGE_SHIFT) - 1
+
+
+class MemAccount:
+    """Pages held by every buffer of one engine, and the memory-pressure state.
+
+    Linux ``__sk_mem_raise_allocated`` / ``__sk_mem_reduce_allocated`` with ``tcp_mem``
+    = [low, pressure, high] (tcp(7)): above "pressure" the stack enters memory-pressure
+    mode, which it leaves once the total falls below "low"; above "high" allocations fail.
+    """
+
+    __slots__ = ("pages", "pressure", "_settings", "_mib")
+
+    def __init__(self, settings: Settings, mib: MutableMapping[str, int]) -> None:
+        self.pages = 0
+        self.pressure = False
+        self._settings = settings
+        self._mib = mib
+
+    def add(self, delta: int) -> None:
+        """Charge (or with a negative delta, uncharge) pages."""
+        self.pages += delta
+        if delta < 0 and self.pressure and self.pages < self._settings.tcp_mem[0]:
+            self.pressure = False  # __sk_mem_reduce_allocated: sk_leave_memory_pressure
+
+    def low(self) -> int:
+        """tcp_mem[0]."""
+        return int(self._settings.tcp_mem[0])
+
+    def schedule(self, need: int, own: int, below_min: bool, sockets: int) -> bool:
+        """May ``need`` more pages be charged? (Linux ``__sk_mem_raise_allocated``.)
+
+        ``own`` is what the asking connection already holds, ``below_min`` says it is
+        under its guaranteed minimum (``tcp_rmem[0]`` / ``tcp_wmem[0]``), ``sockets`` how
+        many connections share the memory. Nothing is charged here.
+        """
+        if need <= 0:
+            return True
+        low, press, high = self._settings.tcp_mem
+        allocated = self.pages + need
+        if allocated <= low:
+            self.pressure = False
+            return True
+        if allocated > press and not self.pressure:
+            self.pressure = True
+            self._mib["TCPMemoryPressures"] += 1
+        if allocated > high:
+            return False
+        if below_min:
+            return True
+        if self.pressure:
+            # Under pressure a connection may still grow while it holds less than its
+            # fair share of the hard limit.
+            return high > sockets * (own + need)
+        return True
+
+
+def pages(nbytes: int) -> int:
+    """Whole pages holding ``nbytes``."""
+    return (nbytes + _PAGE_MASK) >> PAGE_SHIFT
 
 # Small writes are appended to a small unsent tail chunk instead of adding a chunk each.
 _COALESCE_MAX = 2048
@@ -23,15 +94,29 @@ _TAIL_MAX = 16384
 class SendBuffer:
     """Bytes from SND.UNA to the end of what the application wrote."""
 
-    __slots__ = ("_chunks", "_head", "_len")
+    __slots__ = ("_chunks", "_head", "_len", "acct", "pages")
 
-    def __init__(self) -> None:
+    def __init__(self, acct: MemAccount | None = None) -> None:
         self._chunks: deque[bytes] = deque()
         self._head = 0  # bytes of _chunks[0] already acknowledged
         self._len = 0
+        self.acct = acct
+        self.pages = 0  # pages charged to acct
 
     def __len__(self) -> int:
         return self._len
+
+    def __del__(self) -> None:
+        # Freed with its connection (or dropped at CLOSED/TIME-WAIT): give the pages back.
+        if self.pages and self.acct is not None:
+            self.acct.add(-self.pages)
+            self.pages = 0
+
+    def _charge(self) -> None:
+        p = (self._len + _PAGE_MASK) >> PAGE_SHIFT
+        if p != self.pages and self.acct is not None:
+            self.acct.add(p - self.pages)
+            self.pages = p
 
     def append(self, data: bytes) -> None:
         """Queue ``data`` (immutable bytes; the caller copied anything mutable)."""
@@ -45,6 +130,7 @@ class SendBuffer:
         else:
             chunks.append(data)
         self._len += len(data)
+        self._charge()
 
     def ack(self, n: int) -> None:
         """Drop ``n`` acknowledged bytes from the front."""
@@ -58,6 +144,7 @@ class SendBuffer:
         while chunks and n >= len(chunks[0]):
             n -= len(chunks.popleft())
         self._head = n if chunks else 0
+        self._charge()
 
     def view(self, off: int, n: int) -> bytes | memoryview:
         """``n`` bytes starting ``off`` bytes after SND.UNA (clipped to what is buffered)."""
@@ -103,9 +190,9 @@ class RecvBuffer:
     """
 
     __slots__ = ("_ready", "_rhead", "ready_len", "rcv_off", "read_off", "ooo", "ooo_len",
-                 "_stamp")
+                 "_stamp", "acct", "pages")
 
-    def __init__(self) -> None:
+    def __init__(self, acct: MemAccount | None = None) -> None:
         self._ready: deque[bytes] = deque()
         self._rhead = 0
         self.ready_len = 0  # bytes the application can read
@@ -114,6 +201,27 @@ class RecvBuffer:
         self.ooo: list[_Range] = []
         self.ooo_len = 0
         self._stamp = 0
+        self.acct = acct
+        self.pages = 0  # pages charged to acct
+
+    def __del__(self) -> None:
+        if self.pages and self.acct is not None:
+            self.acct.add(-self.pages)
+            self.pages = 0
+
+    def _charge(self) -> None:
+        p = (self.ready_len + self.ooo_len + _PAGE_MASK) >> PAGE_SHIFT
+        acct = self.acct
+        if p != self.pages and acct is not None:
+            # MemAccount.add, inlined: this runs for most segments and reads
+            acct.pages += p - self.pages
+            if p < self.pages and acct.pressure and acct.pages < acct.low():
+                acct.pressure = False
+            self.pages = p
+
+    def need(self, n: int) -> int:
+        """More pages this buffer needs to hold ``n`` more bytes (0: they fit)."""
+        return ((self.ready_len + self.ooo_len + n + _PAGE_MASK) >> PAGE_SHIFT) - self.pages
 
     @property
     def used(self) -> int:
@@ -130,8 +238,13 @@ class RecvBuffer:
         if end <= start:
             return 0, None
         if start == self.rcv_off:
-            return self._in_order(start, data)
-        return 0, self._out_of_order(start, data)
+            res = self._in_order(start, data)
+        else:
+            res = 0, self._out_of_order(start, data)
+        p = (self.ready_len + self.ooo_len + _PAGE_MASK) >> PAGE_SHIFT
+        if p != self.pages:
+            self._charge()
+        return res
 
     def _in_order(self, start: int, data: bytes) -> tuple[int, tuple[int, int] | None]:
         end = start + len(data)
@@ -198,6 +311,14 @@ class RecvBuffer:
         self.ooo_len += added
         return dup
 
+    def drop_last_ooo(self) -> tuple[int, int]:
+        """Drop the highest out-of-order range (Linux ``tcp_prune_ofo_queue``, receiver
+        reneging, RFC 2018 §8); returns its (start, end)."""
+        r = self.ooo.pop()
+        self.ooo_len -= r.end - r.start
+        self._charge()
+        return r.start, r.end
+
     def sack_ranges(self) -> list[tuple[int, int]]:
         """Out-of-order ranges, most recently changed first (RFC 2018 §4)."""
         return [(r.start, r.end) for r in sorted(self.ooo, key=lambda r: -r.stamp)]
@@ -226,6 +347,8 @@ class RecvBuffer:
                 left = 0
         self.ready_len -= n
         self.read_off += n
+        if self.pages and (self.ready_len + self.ooo_len + _PAGE_MASK) >> PAGE_SHIFT != self.pages:
+            self._charge()
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def peek_byte(self, off: int) -> int | None:

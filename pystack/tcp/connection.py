@@ -50,6 +50,7 @@ from pystack.wire.segment import ACK, FourTuple, TcpSegment
 
 if TYPE_CHECKING:
     from pystack.tcp.engine import Listener, TcpEngine
+    from pystack.tcp.fastopen import ConnFastOpen
 
 from pystack.tcp.ack import AckMixin
 from pystack.tcp.constants import (
@@ -92,7 +93,7 @@ from pystack.tcp.receive import ReceiveMixin
 from pystack.tcp.send import SendMixin
 from pystack.tcp.sockopt import _Sock
 from pystack.tcp.timers import TimerMixin
-from pystack.tcp.window import WindowMixin
+from pystack.tcp.window import RcvSpace, WindowMixin
 
 __all__ = ["Connection", "EventCallback"]
 
@@ -177,6 +178,17 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         "data_segs_in",
         "data_segs_out",
         "total_retrans",
+        # loss recovery / ECN (pystack/tcp/recovery.py)
+        "_rs",
+        "_ecn",
+        # receive autotuning / memory (window.py, receive.py, mtu.py): Linux rcvq_space
+        # and rcv_rtt_est (a RcvSpace, made once bulk data arrives), MTU-probing search_low
+        "_rtune",
+        "_mtup_low",
+        # Fast Open (RFC 7413; pystack/tcp/fastopen.py)
+        "_fo",
+        "fastopen_queued",
+        "fastopen_deferred",
         "__weakref__",
     )
 
@@ -237,6 +249,18 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         self.bytes_acked = self.bytes_received = 0
         self.segs_in = self.segs_out = self.data_segs_in = self.data_segs_out = 0
         self.total_retrans = 0
+        # loss recovery / ECN (pystack/tcp/recovery.py)
+        self._rs = None  # recovery.RecState, made at the first loss/reordering (else None)
+        self._ecn = 0  # ECN flags, recovery.ECN_* (Linux ecn_flags)
+        # receive autotuning / memory
+        self._rtune: RcvSpace | None = None  # None until bulk data arrives (window.py)
+        self._mtup_low = 0  # path-MTU search_low; 0: MTU probing off (mtu.py)
+        # Fast Open: per-connection state (None on plain connections); bytes a
+        # connect(fastopen=True, data=...) queued; the SYN waits for a write
+        # (TCP_FASTOPEN_CONNECT with a cookie).
+        self._fo: ConnFastOpen | None = None
+        self.fastopen_queued = 0
+        self.fastopen_deferred = False
 
     def __repr__(self) -> str:
         t = self.four_tuple
@@ -334,7 +358,7 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
             return 0
         chunk = bytes(data[:n]) if (n < len(data) or not isinstance(data, bytes)) else data
         if self._sndbuf is None:
-            self._sndbuf = SendBuffer()
+            self._sndbuf = SendBuffer(self._tcp_mem())
         self._sndbuf.append(chunk)
         self._write_seq = sq.add(self._write_seq, n)
         if oob:
@@ -399,8 +423,10 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         if self._f & F_WR_SHUT:
             return
         if st == TcpState.SYN_SENT:
-            # Nothing was sent yet: queue the FIN for after the handshake.
+            # Nothing was sent yet: queue the FIN for after the handshake. A deferred Fast
+            # Open connect (TCP_FASTOPEN_CONNECT) sends its SYN now.
             self._f |= F_WR_SHUT
+            self.engine._touch(self)
             return
         if st in (TcpState.SYN_RECEIVED, TcpState.ESTABLISHED):
             self._f |= F_WR_SHUT
@@ -448,7 +474,10 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         if (
             self._f & F_IN_ORPHANS
             and not (st == TcpState.FIN_WAIT_2 and self._fin_time() <= TCP_TIMEWAIT_LEN)
-            and self.engine.orphan_count > self.engine.settings.tcp_max_orphans
+            and (
+                self.engine.orphan_count > self.engine.settings.tcp_max_orphans
+                or self._out_of_memory()
+            )
         ):
             # Linux tcp_close -> tcp_check_oom: too many orphans -> RST instead of FIN
             # (a FIN-WAIT-2 socket with a short fin time becomes a TIME-WAIT bucket there).
@@ -472,9 +501,24 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         self._release()
 
     def tcp_info(self) -> dict[str, Any]:
-        """``struct tcp_info`` / ``ss -ti`` fields (times in ms as ``ss`` prints them)."""
+        """``struct tcp_info`` / ``ss -ti`` fields (times in ms as ``ss`` prints them).
+
+        Names follow ``ss -ti``: state, ca_state, retransmits (consecutive RTOs), probes,
+        backoff, options, wscale, rto, ato, rtt/rttvar, minrtt, rcv_rtt, mss, pmtu, rcvmss,
+        advmss, cwnd, ssthresh, bytes_sent/acked/received, segs_in/out, data_segs_in/out,
+        delivered, unacked, retrans (= total_retrans, every retransmitted segment), lost,
+        reordering, lastsnd/lastrcv/lastack (ms since data sent, data received, ACK
+        received), snd_wnd, rcv_wnd, rcv_space (bytes read in the last receiver RTT, the
+        autotuning measure), rcv_ssthresh, notsent, cc, and skmem as ``ss -m`` prints it
+        (r: bytes held for reading, rb: receive buffer, t: bytes queued to send, tb: send
+        buffer). Not provided: pacing_rate (pystack does not pace), delivery_rate, busy,
+        rwnd_limited/sndbuf_limited, app_limited (no per-segment rate sampling).
+        """
         tp = self.ccs
         r = self.rtt
+        now = self.engine._now
+        rt = self._rtune
+        rb = self._rcvbuf
         opts = []
         if self._f & F_TS:
             opts.append("ts")
@@ -482,6 +526,7 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
             opts.append("sack")
         if self._f & F_WSCALE:
             opts.append("wscale")
+        opts.extend(self._ecn_options())  # loss recovery / ECN: "ecn", "ecnseen"
         srtt = r.srtt or 0.0
         rttvar = r.rttvar if r.rttvar is not None else r.initial_rto / 4
         info: dict[str, Any] = {
@@ -509,16 +554,32 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
             "segs_out": self.segs_out,
             "data_segs_in": self.data_segs_in,
             "data_segs_out": self.data_segs_out,
+            "delivered": tp.delivered if tp else 0,
             "unacked": self._packets_out(),
             "retrans": self.total_retrans,
+            "total_retrans": self.total_retrans,
             "lost": 0,
+            "reordering": self.engine.settings.tcp_reordering,
+            "minrtt": round(tp.min_rtt_us / 1000, 3) if tp and tp.min_rtt_us else 0,
+            "rcv_rtt": round(rt.rtt * 1000, 3) if rt is not None else 0,
+            "lastsnd": round((now - self._last_send) * 1000),
+            "lastrcv": round((now - (self._lrcvtime or self._last_rcv)) * 1000),
+            "lastack": round((now - self._last_rcv) * 1000),
             "snd_wnd": self.snd_wnd,
             "rcv_wnd": self.rcv_wnd,
-            "rcv_space": self._full_space(),
+            "rcv_space": rt.space if rt is not None else min(
+                self._rcv_ssthresh, self.rcv_wnd, TCP_INIT_CWND * self._advmss()),
             "rcv_ssthresh": self._rcv_ssthresh,
             "notsent": self.unsent,
             "cc": self.cc.name if self.cc else self._cc_name(),
+            "skmem": {
+                "r": rb.used if rb is not None else 0,
+                "rb": self.rcvbuf_size,
+                "t": self.outq,
+                "tb": self.sndbuf_size,
+            },
         }
+        info.update(self._recovery_info())  # loss recovery: sacked, lost, reordering, ...
         return info
 
     # =================================================================================
@@ -719,9 +780,9 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
     # Segment arrival (RFC 9293 §3.10.7)
     # =================================================================================
     def _input(self, seg: TcpSegment, now: float) -> None:
-        self.segs_in += 1
+        self.segs_in += seg.gso_segs  # segments GRO merged count one by one, as Linux
         if seg.payload:
-            self.data_segs_in += 1
+            self.data_segs_in += seg.gso_segs
         st = self.state
         if st == TcpState.SYN_SENT:
             self._input_syn_sent(seg, now)

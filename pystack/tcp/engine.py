@@ -25,10 +25,14 @@ import struct
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 
+from pystack.tcp import cookies
+from pystack.tcp import fastopen as tfo
 from pystack.tcp import seq as sq
+from pystack.tcp.buffers import MemAccount
 from pystack.tcp.connection import Connection
 from pystack.tcp.constants import (
     F_PASSIVE,
+    F_PERSIST,
     F_SACK,
     F_SEND_SYN,
     F_TS,
@@ -39,8 +43,8 @@ from pystack.tcp.constants import (
 )
 from pystack.tcp.settings import Settings
 from pystack.tcp.sockopt import _Sock
-from pystack.tcp.state import OPTION_NAMES, TcpState
-from pystack.wire.segment import ACK, RST, SYN, FourTuple, TcpSegment
+from pystack.tcp.state import OPTION_NAMES, TCP_FASTOPEN_CONNECT, TcpState
+from pystack.wire.segment import ACK, FIN, PSH, RST, SYN, FourTuple, TcpSegment
 
 __all__ = ["MIB_COUNTERS", "Listener", "TcpEngine"]
 
@@ -79,12 +83,46 @@ MIB_COUNTERS = (
     "TCPAbortOnLinger",
     "TCPAbortOnTimeout",
     "TCPAbortOnMemory",
+    # tcp_mem (pystack/tcp/buffers.py MemAccount)
+    "TCPMemoryPressures",
+    "PruneCalled",
+    "OfoPruned",
+    "TCPOFODrop",
+    "TCPRcvQDrop",
     "TCPDeferAcceptDrop",
     "PAWSEstabRejected",
     "EmbryonicRsts",
     "TW",
     "TWRecycled",
     "TCPTimeWaitOverflow",
+    # Fast Open (RFC 7413)
+    "TCPFastOpenActive",
+    "TCPFastOpenActiveFail",
+    "TCPFastOpenPassive",
+    "TCPFastOpenPassiveFail",
+    "TCPFastOpenPassiveAltKey",
+    "TCPFastOpenListenOverflow",
+    "TCPFastOpenCookieReqd",
+    "TCPFastOpenBlackhole",
+    # loss recovery (pystack/tcp/recovery.py)
+    "TCPSackRecovery",
+    "TCPFastRetrans",
+    "TCPSlowStartRetrans",
+    "TCPLostRetransmit",
+    "TCPRenoFailures",
+    "TCPSackFailures",
+    "TCPLossFailures",
+    "TCPSACKReorder",
+    "TCPTSReorder",
+    "TCPDSACKRecv",
+    "TCPDSACKOfoRecv",
+    "TCPDSACKIgnoredNoUndo",
+    "TCPDSACKUndo",
+    "TCPFullUndo",
+    "TCPPartialUndo",
+    "TCPLossUndo",
+    "TCPSpuriousRTOs",
+    "TCPSACKReneging",
     # pystack only (Linux has no counter for it): RTO expiries past tcp_retries1, where
     # Linux calls dst_negative_advice (see TcpEngine.on_retries1).
     "NegativeAdvice",
@@ -96,7 +134,7 @@ SOMAXCONN_DEFAULT = 4096
 class Listener(_Sock):
     """A listening socket (RFC 9293 LISTEN state, §3.10.7.2)."""
 
-    __slots__ = ("ip", "port", "backlog", "_accept_q", "_syn_recv", "closed")
+    __slots__ = ("ip", "port", "backlog", "_accept_q", "_syn_recv", "_fo_qlen", "closed")
 
     def __init__(self, engine: TcpEngine, ip: int, port: int, backlog: int) -> None:
         super().__init__(engine)
@@ -105,6 +143,7 @@ class Listener(_Sock):
         self.backlog = backlog
         self._accept_q: deque[Connection] = deque()
         self._syn_recv = 0  # children in SYN-RECEIVED (the "SYN queue")
+        self._fo_qlen = 0  # Fast Open children still in SYN-RECEIVED (TCP_FASTOPEN bounds it)
         self.closed = False
 
     @property
@@ -165,6 +204,14 @@ class TcpEngine:
         # Called with a connection's four-tuple when it is forgotten (the data path stops
         # steering an active open's flow then).
         self.on_remove: Callable[[FourTuple], None] | None = None
+        # ---- SYN cookies hook (pystack/tcp/cookies.py, set up by pystack/host.py) ----
+        # on_add: called with a passive open's four-tuple when it enters the table
+        # (SYN-RECEIVED, or ESTABLISHED from a cookie ACK): the data path steers the flow.
+        # syncookies: the cookie keys and SYN-ACK parameters shared with the XDP program
+        # (cookies.attach); None: a full SYN queue drops instead of answering with cookies.
+        self.on_add: Callable[[FourTuple], None] | None = None
+        self.syncookies: cookies.SynCookies | None = None
+        # ---- end SYN cookies hook ----
         # Called with a connection's four-tuple at every retransmission timeout once it has
         # been retransmitting for longer than tcp_retries1 allows (Linux tcp_write_timeout
         # calls dst_negative_advice there): the data path can re-confirm the neighbour.
@@ -174,6 +221,11 @@ class TcpEngine:
         # TIME-WAIT; kept exact by Connection._account.
         self.orphan_count = 0
         self.tw_count = 0
+        # tcp_mem: pages charged by every receive and send queue (sockstat "TCP: mem").
+        self.tcp_memory = MemAccount(self.settings, self.mib)
+        # TSO: the most MSS-sized frames one emitted segment may carry (the data path
+        # splits them; pystack.stack sets it from the data path, 1 = no TSO).
+        self.tso_segs = 1
         self._secret = secret if secret is not None else os.urandom(16)
         self._isn_fn = isn
         self._tx: list[TcpSegment] = []
@@ -185,6 +237,8 @@ class TcpEngine:
         self._port_counter = 0
         self._chal_second = -1
         self._chal_count = 0
+        # Fast Open keys, client cookie cache and blackhole state (pystack/tcp/fastopen.py).
+        self.fastopen = tfo.FastOpen(self)
 
     # =================================================================================
     # User API
@@ -196,6 +250,7 @@ class TcpEngine:
             raise OSError(errno.EADDRINUSE, f"port {port} already listening")
         backlog = max(0, min(backlog, self.settings.somaxconn))
         lst = Listener(self, ip, port, backlog)
+        self.fastopen.on_listen(lst)
         self.listeners[key] = lst
         return lst
 
@@ -209,12 +264,27 @@ class TcpEngine:
         *,
         now: float | None = None,
         on_event: EventCallback | None = None,
+        fastopen: bool = False,
+        data: bytes | bytearray | memoryview = b"",
     ) -> Connection:
         """Active open (RFC 9293 §3.10.1): the SYN leaves at the next :meth:`poll`.
 
         ``options`` are socket options by name applied before the SYN, e.g.
         ``{"TCP_MAXSEG": 1200, "SO_RCVBUF": 65536}``.
+
+        Fast Open (RFC 7413), with ``tcp_fastopen`` & 0x1:
+
+        * ``fastopen=True`` is sendto(MSG_FASTOPEN): ``data`` is queued (as much as the
+          send buffer takes; ``conn.fastopen_queued`` says how much) and, with a cookie
+          cached for the destination (or 0x4 set), the SYN carries the part that fits in
+          one segment, with the cookie; without one the SYN requests a cookie and the data
+          follows the handshake.  OSError(EOPNOTSUPP) if the client side is disabled.
+        * option ``TCP_FASTOPEN_CONNECT``: with a cookie the SYN waits for the first
+          :meth:`Connection.send` (``conn.fastopen_deferred``) and leaves with that data;
+          without one it leaves at once, requesting a cookie.
         """
+        if fastopen:
+            tfo.check_connect_allowed(self)
         if now is not None:
             self._now = max(self._now, now)
         now = self._now
@@ -253,8 +323,26 @@ class TcpEngine:
         c._f |= F_SEND_SYN
         self.connections[t] = c
         self.mib["ActiveOpens"] += 1
+        if fastopen or c._opt(TCP_FASTOPEN_CONNECT, 0):
+            self._fastopen_connect(c, fastopen, data, now)
         self._touch(c)
         return c
+
+    def fastopen_cookie(self, remote_ip: int) -> bytes | None:
+        """The Fast Open cookie cached for a destination (RFC 7413 §4.1.3), or None."""
+        return self.fastopen.cookie(remote_ip)
+
+    def _fastopen_connect(self, c: Connection, fastopen: bool, data: bytes | bytearray |
+                          memoryview, now: float) -> None:
+        """Set up the first SYN of an active Fast Open (Linux ``tcp_sendmsg_fastopen``,
+        ``tcp_fastopen_defer_connect``)."""
+        fo = c._fo = self.fastopen.prepare_active(c, now)
+        if fastopen:
+            if data:
+                c.fastopen_queued = c.send(data)
+        elif fo.data_ok:
+            fo.defer = True  # TCP_FASTOPEN_CONNECT with a cookie: wait for the first write
+            c.fastopen_deferred = True
 
     # =================================================================================
     # Driving the engine
@@ -263,7 +351,7 @@ class TcpEngine:
         """Process one received segment (RFC 9293 §3.10.7)."""
         if now > self._now:
             self._now = now
-        self.mib["InSegs"] += 1
+        self.mib["InSegs"] += seg.gso_segs  # Linux counts the segments GRO merged
         t = seg.tuple_at_receiver()
         c = self.connections.get(t)
         if c is not None:
@@ -282,7 +370,10 @@ class TcpEngine:
             return
         lst = self._find_listener(seg)
         if lst is not None:
-            self._listen_input(lst, seg, now, None)
+            if seg.syncookie:  # SYN cookies: an ACK whose cookie XDP validated (cookies.py)
+                cookies.cookie_ack(self, lst, seg, now)
+            else:
+                self._listen_input(lst, seg, now, None)
             self._flush_events()
             return
         self._closed_input(seg)
@@ -330,7 +421,10 @@ class TcpEngine:
             if c._sched != d or c.state == TcpState.CLOSED:
                 continue
             c._sched = None
-            c._on_timer(now)
+            if c._fo is not None:
+                self._timer_fastopen(c, now)
+            else:
+                c._on_timer(now)
             self._touch(c)
         self._flush_events()
 
@@ -369,10 +463,33 @@ class TcpEngine:
     def _remove(self, c: Connection) -> None:
         c._account(gone=True)
         if self.connections.get(c.four_tuple) is c:
+            if c._fo is not None:
+                self.fastopen.on_remove(c)  # Fast Open blackhole check
             del self.connections[c.four_tuple]
             if self.on_remove is not None:
                 self.on_remove(c.four_tuple)
         c._sched = None
+
+    def _timer_fastopen(self, c: Connection, now: float) -> None:
+        """Timers of a Fast Open connection. A child resends its SYN-ACK until it is
+        acknowledged (fastopen.child_rto); an active one tells the blackhole detector about
+        retransmission timeouts (Linux ``tcp_write_timeout`` calls
+        ``tcp_fastopen_active_detect_blackhole`` at each)."""
+        fo = c._fo
+        assert fo is not None
+        if not fo.active:
+            if fo.child:
+                self.fastopen.child_rto(c, now)
+            if c.state != TcpState.CLOSED:
+                c._on_timer(now)
+            return
+        rto = c._t_rtx is not None and c._t_rtx <= now and not c._f & F_PERSIST
+        before = c._retransmits
+        c._on_timer(now)
+        if rto:
+            expired = c.state == TcpState.CLOSED and c.error == errno.ETIMEDOUT
+            if expired or c._retransmits == before + 1:
+                self.fastopen.after_rto(c, before, expired, now)
 
     def _unlisten(self, lst: Listener) -> None:
         if self.listeners.get((lst.ip, lst.port)) is lst:
@@ -381,6 +498,12 @@ class TcpEngine:
     def _state_changed(self, c: Connection, old: TcpState, new: TcpState) -> None:
         if old == TcpState.TIME_WAIT and new == TcpState.CLOSED:
             self.mib["TW"] += 1
+        elif old == TcpState.SYN_RECEIVED and c._fo is not None:
+            lst = c._fo.listener
+            if lst is not None:
+                # A Fast Open child left SYN-RECEIVED: its listener's queue has room again.
+                lst._fo_qlen -= 1
+                c._fo.listener = None
 
     def _queue_event(self, obj: object, kind: str) -> None:
         self._events.append((obj, kind))
@@ -488,20 +611,9 @@ class TcpEngine:
             return
         if not f & SYN:
             return
-        mib = self.mib
-        # Linux tcp_conn_request: accept queue full -> drop (ListenOverflows).
-        if len(lst._accept_q) > lst.backlog:
-            mib["ListenOverflows"] += 1
-            mib["ListenDrops"] += 1
-            return
-        # SYN queue full -> drop (SYN cookies are the XDP layer's job).
-        s = self.settings
-        syn_limit = max(lst.backlog, 1)
-        if not s.tcp_syncookies:
-            syn_limit = min(syn_limit, s.tcp_max_syn_backlog)
-        if lst._syn_recv >= syn_limit:
-            mib["TCPReqQFullDrop"] += 1
-            mib["ListenDrops"] += 1
+        # Admission, Linux tcp_conn_request: request and accept queue limits, SYN cookies
+        # (pystack/tcp/cookies.py: cookie SYN-ACK or drop, pressure flag, 3/4 rule).
+        if not cookies.conn_request(self, lst, seg, now, isn):
             return
         t = seg.tuple_at_receiver()
         c = Connection(self, t, listener=lst)
@@ -528,11 +640,45 @@ class TcpEngine:
         c.snd_wl2 = iss
         c._last_rcv = now
         c.segs_in = 1
-        c._set_state(TcpState.SYN_RECEIVED)
-        lst._syn_recv += 1
+        # Fast Open (RFC 7413 §4.2.2): a cookie option or data decides here.
+        fo_accept = False
+        if seg.payload or seg.flags & FIN or seg.options.fastopen_cookie is not None:
+            fo_accept, grant = self.fastopen.try_passive(lst, seg)
+            if fo_accept or grant is not None:
+                c._fo = tfo.ConnFastOpen(active=False)
+                c._fo.grant = grant
+        if not fo_accept:
+            # Data or FIN on a SYN without Fast Open is ignored; the peer retransmits it.
+            c._set_state(TcpState.SYN_RECEIVED)
+            lst._syn_recv += 1
         c._f |= F_SEND_SYN
         c.on_event = None
         self.connections[t] = c
-        # Data or FIN on a SYN (without Fast Open) is ignored; the peer retransmits it.
+        if self.on_add is not None:  # SYN cookies hook: the data path steers the new flow
+            self.on_add(t)
+        if fo_accept:
+            self._fastopen_child(lst, c, seg, now)
         self._touch(c)
+
+    def _fastopen_child(self, lst: Listener, c: Connection, seg: TcpSegment, now: float) -> None:
+        """RFC 7413 §4.2.2: a SYN with a valid cookie is accepted at once (Linux
+        ``tcp_fastopen_create_child``): the child, in SYN-RECEIVED, holds the SYN's data
+        readable, the SYN-ACK will acknowledge it, and it is in the accept queue already.
+        It counts in the listener's Fast Open queue, not in its SYN queue, until the
+        handshake completes.  A FIN on the SYN is left for the peer to retransmit."""
+        fo = c._fo
+        assert fo is not None
+        fo.child = True
+        fo.listener = lst
+        lst._fo_qlen += 1
+        c.listener = None  # owned by the accept queue from now on, like an accepted one
+        c._set_state(TcpState.SYN_RECEIVED)
+        self.mib["PassiveOpens"] += 1  # Linux counts at child creation
+        if seg.payload:
+            c._data(c.rcv_nxt, seg.payload, now, bool(seg.flags & PSH))
+        # The SYN-ACK leaves before the application sees the child (Linux sends it in
+        # tcp_conn_request first): whatever it does next (even close) comes after.
+        c._output(now, self._tx)
+        lst._accept_q.append(c)
+        lst._emit_accept()
 

@@ -67,8 +67,11 @@ class InputMixin:
             self.ts_recent = seg.options.timestamp[0]
             self.ts_recent_age = now
         if ack_ok:
+            data_acked = sq.sub(seg.ack, sq.add(self.iss, 1))
             self.snd_una = seg.ack
             self.bytes_acked += 1
+            if data_acked > 0:
+                self._syn_data_acked(data_acked)
             self._handshake_rtt(seg, now)
             # SYN windows are never scaled (RFC 7323 §2.2).
             self.snd_wnd = seg.window
@@ -79,6 +82,8 @@ class InputMixin:
             self._set_state(TcpState.ESTABLISHED)
             self._on_established(now)
             self._f |= F_ACK_NOW
+            if self._fo is not None:
+                self.engine.fastopen.on_synack(self, seg)  # RFC 7413 §4.2.1
             self._emit_event("connected")
             self._emit_event("writable")
             # Data or FIN carried by the SYN-ACK (rare): RFC 9293 step 6 onwards.
@@ -95,6 +100,16 @@ class InputMixin:
             self._set_state(TcpState.SYN_RECEIVED)
             self._f |= F_SEND_SYN
             self._rcv_mss = min(self._advmss(), TCP_MSS_DEFAULT)
+
+    def _syn_data_acked(self, n: int) -> None:
+        """The SYN-ACK acknowledged data our SYN carried (Fast Open, RFC 7413 §4.2.1)."""
+        sb = self._sndbuf
+        if sb is not None:
+            sb.ack(min(n, len(sb)))
+        self.bytes_acked += n
+        self._write_space()
+        if sb is not None and not len(sb):
+            self._emit_event("drained")
 
     def _negotiate(self, seg: TcpSegment, passive: bool) -> None:
         """Options of the peer's SYN (RFC 9293 §3.7.1, RFC 7323 §2.2/§3.2, RFC 2018 §2)."""
@@ -119,6 +134,7 @@ class InputMixin:
             self._f |= F_SACK
         if offer_ts and o.timestamp is not None:
             self._f |= F_TS
+        self._ecn_negotiate(seg, passive)  # loss recovery / ECN: RFC 3168 §6.1.1 (recovery.py)
         if not self._f & F_WSCALE:
             # Window scaling only if both SYNs carry it (RFC 7323 §2.2).
             self.rcv_wscale = 0
@@ -199,6 +215,18 @@ class InputMixin:
                 # tcp_validate_incoming lets it pass the SYN check).
                 seg = replace(seg, flags=f & ~SYN, seq=self.rcv_nxt)
                 f = seg.flags
+        elif (
+            f & SYN
+            and not f & (ACK | RST)
+            and seg.seq == self.irs
+            and self._fo is not None
+            and self._fo.child
+            and self.snd_una == self.iss
+        ):
+            # A Fast Open child closed before its handshake completed (FIN-WAIT-1): the
+            # peer still waits for our SYN-ACK (Linux tcp_check_req on the child).
+            self._send_syn(now, eng._tx, SYN | ACK)
+            return
         # First: sequence number acceptability.
         if not self._acceptable(seg):
             if f & RST:
@@ -249,6 +277,17 @@ class InputMixin:
             else:
                 eng._send_rst(self.four_tuple, seg.ack, 0, RST)
                 return
+        elif (
+            self.snd_una == self.iss
+            and self._fo is not None
+            and self._fo.child
+            and sq.lt(self.iss, seg.ack)
+            and sq.le(seg.ack, self.snd_nxt)
+        ):
+            # A Fast Open child closed before its handshake completed: the SYN-ACK is
+            # acknowledged now; start what ESTABLISHED would have (Linux
+            # tcp_rcv_synrecv_state_fastopen from FIN-WAIT-1).
+            self._on_established(now)
         # RFC 7323 §4.3 (2): remember TSval if the segment covers Last.ACK.sent.
         if ts is not None and sq.le(seg.seq, self.rcv_wup) and sq.ge(ts[0], self.ts_recent):
             self.ts_recent = ts[0]
@@ -319,7 +358,11 @@ class InputMixin:
         """RFC 9293 §3.10.7.4 second check, per state (errors as Linux ``tcp_reset``)."""
         st = self.state
         if st == TcpState.SYN_RECEIVED:
-            if self._f & F_PASSIVE:
+            if self._f & F_PASSIVE and self.listener is None:
+                # A Fast Open child, already in the accept queue: reset like an
+                # established connection (Linux tcp_check_req -> tcp_reset).
+                self._fail(errno.ECONNRESET)
+            elif self._f & F_PASSIVE:
                 # Passive open: "return this connection to the LISTEN state".
                 self.engine.mib["EmbryonicRsts"] += 1
                 self._set_state(TcpState.CLOSED)
@@ -384,7 +427,8 @@ class InputMixin:
             lst._accept_q.append(self)
             lst._emit_accept()
         else:
-            self._emit_event("connected")
+            if not self._f & F_PASSIVE:  # (a passive one here is a Fast Open child)
+                self._emit_event("connected")
             self._emit_event("writable")
             if self._f & F_WR_SHUT:
                 self._set_state(TcpState.FIN_WAIT_1)

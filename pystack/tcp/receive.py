@@ -1,5 +1,7 @@
 """Receive side: in-order and out-of-order data, delayed ACKs, FIN and urgent data
-(RFC 9293 §3.10.7.4, RFC 1122 §4.2.3.2).
+(RFC 9293 §3.10.7.4, RFC 1122 §4.2.3.2); whether ``tcp_mem`` lets a segment be held
+(Linux ``tcp_try_rmem_schedule``, pruning of the out-of-order queue); window growth and
+the receiver-RTT samples behind receive-buffer autotuning (window.py does the sizing).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pystack.tcp.buffers import RecvBuffer
 from pystack.tcp.state import (
     TcpState,
 )
+from pystack.tcp.window import RcvSpace
 from pystack.wire.segment import FIN, PSH, SYN, URG, TcpSegment
 
 if TYPE_CHECKING:
@@ -24,10 +27,13 @@ from pystack.tcp.constants import (
     F_PINGPONG,
     F_RD_EOF,
     F_SACK,
+    F_TS,
     TCP_ATO_MIN,
     TCP_DELACK_MAX,
+    TCP_INIT_CWND,
     TCP_MAX_QUICKACKS,
     TCP_TIMEWAIT_LEN,
+    TS_OPT_LEN,
     URG_NONE,
     URG_NOTYET,
     URG_READ,
@@ -47,6 +53,10 @@ class ReceiveMixin:
         fin = bool(f & FIN)
         if f & SYN:
             seq = sq.add(seq, 1)
+        if st == TcpState.ESTABLISHED and self._f & F_TS and self._rtune is not None:
+            ts = seg.options.timestamp
+            if ts is not None:
+                self._rcv_rtt_measure_ts(self._rtune, ts[1], len(payload), now)
         if st not in (TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2):
             # CLOSE-WAIT, CLOSING, LAST-ACK: the peer already sent FIN; ignore text.
             if fin and self._f & F_RD_EOF:
@@ -85,7 +95,8 @@ class ReceiveMixin:
                 self._set_state(TcpState.CLOSED)
                 self._release()
                 return
-            self._data(seq, payload, now, bool(f & PSH))
+            # gso_size: the MSS of a segment the data path coalesced (GRO), else 0.
+            self._data(seq, payload, now, bool(f & PSH), seg.gso_size)
         if fin:
             fin_seq = sq.add(seq, len(payload))
             if fin_seq == self.rcv_nxt:
@@ -96,24 +107,46 @@ class ReceiveMixin:
         elif self._fin_seq is not None and self._fin_seq == self.rcv_nxt:
             self._fin_received(now)
 
-    def _data(self, seq: int, payload: bytes | memoryview, now: float, psh: bool) -> None:
+    def _data(self, seq: int, payload: bytes | memoryview, now: float, psh: bool,
+              gso: int = 0) -> None:
         rb = self._rcvbuf
         if rb is None:
-            rb = self._rcvbuf = RecvBuffer()
-        data = bytes(payload)
-        n = len(data)
+            rb = self._rcvbuf = RecvBuffer(self._tcp_mem())
+        n = len(payload)
         off = rb.rcv_off + sq.sub(seq, self.rcv_nxt)
+        need = ((rb.ready_len + rb.ooo_len + n + 4095) >> 12) - rb.pages  # rb.need(n)
+        if need > 0 and not self._rmem_schedule(rb, off, n, need):
+            mib = self.engine.mib
+            if off != rb.rcv_off:
+                mib["TCPOFODrop"] += 1  # Linux tcp_data_queue_ofo: no memory, dropped
+                return
+            if rb.ready_len:
+                # Linux tcp_data_queue: in-order data the engine cannot hold is dropped
+                # (the peer retransmits it) while the application has data to read;
+                # the ACK goes out at once. With nothing queued it is taken anyway
+                # (sk_forced_mem_schedule) so the connection always makes progress.
+                mib["TCPRcvQDrop"] += 1
+                self._f |= F_ACK_NOW
+                return
+        data = bytes(payload)
         had_ooo = bool(rb.ooo)
         newly, dup = rb.insert(off, data)
         if dup is not None:
             self._set_dsack(self._seq_of(dup[0]), self._seq_of(dup[1]))
         # RFC 9293 §3.10.7.4 seventh: advance RCV.NXT over the in-order data.
-        self._event_data_recv(now, n)
+        self._event_data_recv(now, n, gso)
         if newly:
             self.rcv_nxt = sq.add(self.rcv_nxt, newly)
             self.bytes_received += newly
-            if n * 2 >= self._rcv_mss:
-                self._grow_window()
+            rt = self._rtune
+            if rt is None:
+                if n >= self._rcv_mss or self.bytes_received >= TCP_INIT_CWND * self._rcv_mss:
+                    rt = self._rcv_space_start(now)  # bulk data: start autotuning
+                    self._rcv_rtt_measure(rt, now)
+            elif rt.rtt_time is None or ((self.rcv_nxt - rt.rtt_seq) & sq.MASK) < sq.HALF:
+                self._rcv_rtt_measure(rt, now)  # RCV.NXT reached rtt_seq (not sq.lt)
+            if n >= 128:
+                self._grow_window(n)
             self._urg_capture()
             self._emit_event("readable")
             if self._fin_seq is not None and self._fin_seq == self.rcv_nxt:
@@ -129,10 +162,21 @@ class ReceiveMixin:
             self._f |= F_ACK_NOW
             self._quick = max(self._quick, 1)
 
-    def _event_data_recv(self, now: float, n: int) -> None:
-        """Linux ``tcp_event_data_recv``/``tcp_measure_rcv_mss``: ATO and rcv_mss estimate."""
+    def _event_data_recv(self, now: float, n: int, gso: int = 0) -> None:
+        """Linux ``tcp_event_data_recv``/``tcp_measure_rcv_mss``: ATO and rcv_mss estimate.
+
+        A segment carrying several (coalesced by GRO, ``gso`` its segment size) counts
+        with its segment size, as Linux's ``gso_size ?: len``; without one, a segment
+        longer than our MSS is taken for the peer's full segments (MSS less timestamps).
+        Its ACK follows the usual rule: at once when more than one full segment is
+        unacknowledged (``_ack_snd_check``)."""
+        n = gso or n
         if n >= self._rcv_mss:
-            self._rcv_mss = min(n, self._advmss())
+            adv = self._advmss()
+            if n > adv:
+                n = adv - (TS_OPT_LEN if self._f & F_TS else 0)
+            if n > self._rcv_mss:
+                self._rcv_mss = n
         if not self._ato:
             self._incr_quickack()
             self._ato = TCP_ATO_MIN
@@ -142,19 +186,88 @@ class ReceiveMixin:
                 self._ato = self._ato / 2 + TCP_ATO_MIN / 2
             elif m < self._ato:
                 self._ato = min(self._ato / 2 + m, self.rtt.rto)
+            elif m > self.rtt.rto:
+                # "Too long gap": the sender failed to restart its window; ACK quickly.
+                self._incr_quickack()
         self._lrcvtime = now
 
     def _incr_quickack(self) -> None:
         q = self.rcv_wnd // (2 * max(self._rcv_mss, 1))
-        q = min(max(q, 2), TCP_MAX_QUICKACKS)
+        q = min(q or 2, TCP_MAX_QUICKACKS)
         if q > self._quick:
             self._quick = q
 
-    def _grow_window(self) -> None:
-        """Simplified Linux ``tcp_grow_window``: open rcv_ssthresh by 2*rcv_mss per segment."""
-        full = self._full_space()
-        if self._rcv_ssthresh < full:
-            self._rcv_ssthresh = min(self._rcv_ssthresh + 2 * self._rcv_mss, full)
+    def _grow_window(self, n: int) -> None:
+        """Linux ``tcp_grow_window``: open rcv_ssthresh by max(2 * advmss, 2 * segment)
+        per in-order segment, up to the window clamp and the free space, and ACK that
+        segment at once; under memory pressure shrink it instead (tcp_mem)."""
+        rb = self._rcvbuf
+        used = rb.ready_len + rb.ooo_len if rb is not None else 0
+        free = self._win_from_space(self.rcvbuf_size) - used
+        room = min(self._wnd_clamp or (65535 << 14), free) - self._rcv_ssthresh
+        if room <= 0:
+            return
+        if self._under_memory_pressure():
+            self._adjust_rcv_ssthresh()
+            return
+        incr = max(2 * self._advmss(), 2 * n)
+        self._rcv_ssthresh += min(room, incr)
+        self._quick |= 1
+
+    def _rcv_rtt_measure_ts(self, rt: RcvSpace, tsecr: int, seglen: int, now: float) -> None:
+        """Linux ``tcp_rcv_rtt_measure_ts``: a full segment echoing a new TSecr gives a
+        receiver-side RTT sample (for autotuning), once per TSecr."""
+        if tsecr == rt.tsecr:
+            return
+        rt.tsecr = tsecr
+        if seglen >= self._rcv_mss and tsecr:
+            delta = (self._tsval(now) - tsecr) & sq.MASK
+            if delta < 0x7FFFFFFF // 1000:
+                self._rcv_rtt_update(rt, max(delta, 1) / 1000.0, False)
+
+    def _rmem_schedule(self, rb: RecvBuffer, off: int, n: int, need: int) -> bool:
+        """Linux ``tcp_try_rmem_schedule``: may ``n`` more bytes (``need`` more pages) be
+        held (tcp_mem)?  If not, prune out-of-order data above ``off`` until they may.
+        (The buffer itself never overflows SO_RCVBUF: the window is computed from it in
+        payload bytes.)"""
+        acct = rb.acct
+        if acct is None:
+            return True
+        eng = self.engine
+        low = eng.settings.tcp_mem[0]
+        if acct.pages + need <= low:
+            acct.pressure = False  # the common case, without further checks
+            return True
+        rmem0 = eng.settings.tcp_rmem[0]
+        socks = len(eng.connections)
+        if acct.schedule(need, self._mem_pages(), rb.used < rmem0, socks):
+            return True
+        eng.mib["PruneCalled"] += 1
+        if acct.pressure:
+            self._adjust_rcv_ssthresh()
+        while True:
+            if not self._prune_ofo(rb, off):
+                return False
+            need = rb.need(n)
+            if acct.schedule(need, self._mem_pages(), rb.used < rmem0, socks):
+                return True
+
+    def _prune_ofo(self, rb: RecvBuffer, off: int) -> bool:
+        """Linux ``tcp_prune_ofo_queue``: drop out-of-order data from the highest sequence
+        down (receiver reneging, RFC 2018 §8), never data below the arriving segment."""
+        goal = self.rcvbuf_size >> 3
+        pruned = False
+        while rb.ooo and off <= rb.ooo[-1].start:
+            start, end = rb.drop_last_ooo()
+            pruned = True
+            goal -= end - start
+            if not rb.ooo or goal <= 0:
+                if rb.used <= self.rcvbuf_size and not self._under_memory_pressure():
+                    break
+                goal = self.rcvbuf_size >> 3
+        if pruned:
+            self.engine.mib["OfoPruned"] += 1
+        return pruned
 
     def _ack_snd_check(self, now: float) -> None:
         """Linux ``__tcp_ack_snd_check``: ACK now or delay (RFC 1122 §4.2.3.2, RFC 5681 §4.2)."""
@@ -240,7 +353,11 @@ class ReceiveMixin:
                     self._urg_state = URG_VALID
 
     def _after_read(self) -> None:
-        """Linux ``tcp_cleanup_rbuf``: send a window update if reading opened the window."""
+        """Linux ``tcp_rcv_space_adjust`` (autotuning) then ``tcp_cleanup_rbuf``: send a
+        window update if reading opened the window."""
+        rt = self._rtune
+        if rt is not None and rt.rtt and self.engine._now - rt.time >= rt.rtt:
+            self._rcv_space_adjust(self.engine._now)
         if self._f & F_RD_EOF or self.state not in _SYNC_NOT_TW:
             return
         if self._t_delack is not None and sq.sub(self.rcv_nxt, self.rcv_wup) > self._rcv_mss:

@@ -22,6 +22,18 @@ Typical sender use during recovery (RFC 6675 §5)::
         rng = sb.next_seg(snd_una, snd_nxt, mss, high_rxt, new_data=have_unsent_data)
         if rng is None: ... send new data (rule 2) or stop
         else: retransmit rng; sb.mark_retransmitted(*rng); high_rxt = rng[1]
+
+Extensions beyond RFC 6675 used by the connection (:mod:`pystack.tcp.recovery`):
+
+* :meth:`Scoreboard.mark_lost_below` marks every un-SACKed octet below a point lost, as
+  Linux ``tcp_timeout_mark_lost`` does after a retransmission timeout (RFC 6675 §5.1 asks
+  the sender to keep using SACK information in the recovery that follows an RTO);
+* ``next_seg(..., skip_rxt=True)`` never returns an octet already retransmitted (Linux
+  marks each retransmitted segment); :meth:`Scoreboard.unmark_retransmitted` makes a
+  retransmission found lost eligible again;
+* :meth:`Scoreboard.rescue_seg` is NextSeg rule (4), the rescue retransmission;
+* :attr:`Scoreboard.last_new` lists the ranges the last ACK newly SACKed (reordering
+  detection and F-RTO need to know *what* was SACKed, not just how much).
 """
 
 from __future__ import annotations
@@ -86,6 +98,43 @@ class _RangeSet:
         self._prefix = None
         return added
 
+    def remove(self, s: int, e: int) -> None:
+        """Uncover [s, e)."""
+        if s >= e or not self.starts:
+            return
+        i = bisect_right(self.ends, s)  # first range ending after s
+        starts: list[int] = []
+        ends: list[int] = []
+        j = i
+        while j < len(self.starts) and self.starts[j] < e:
+            a, b = self.starts[j], self.ends[j]
+            self.total -= min(b, e) - max(a, s)
+            if a < s:
+                starts.append(a)
+                ends.append(s)
+            if b > e:
+                starts.append(e)
+                ends.append(b)
+            j += 1
+        if j > i:
+            self.starts[i:j] = starts
+            self.ends[i:j] = ends
+            self._prefix = None
+
+    def gaps(self, s: int, e: int) -> list[tuple[int, int]]:
+        """The parts of [s, e) not covered, ascending."""
+        out: list[tuple[int, int]] = []
+        i = bisect_right(self.ends, s)
+        cur = s
+        while cur < e and i < len(self.starts) and self.starts[i] < e:
+            if self.starts[i] > cur:
+                out.append((cur, self.starts[i]))
+            cur = max(cur, self.ends[i])
+            i += 1
+        if cur < e:
+            out.append((cur, e))
+        return out
+
     def trim_below(self, lo: int) -> None:
         """Drop everything below ``lo`` (cumulative ACK)."""
         i = bisect_right(self.ends, lo)  # ranges [0, i) end at or below lo
@@ -132,7 +181,8 @@ class Scoreboard:
     """RFC 6675 §3 scoreboard: which octets above SND.UNA the receiver has SACKed.
 
     Attributes: ``dupthresh``; ``last_dsack`` (the D-SACK block of the last ACK given to
-    :meth:`on_ack`, RFC 2883, or None); :attr:`sacked_bytes`.
+    :meth:`on_ack`, RFC 2883, or None); ``last_new`` (the ranges that ACK newly SACKed,
+    modulo 2^32); :attr:`sacked_bytes`.
     """
 
     def __init__(self, dupthresh: int = 3) -> None:
@@ -140,12 +190,15 @@ class Scoreboard:
             raise ValueError(f"dupthresh must be >= 1, got {dupthresh}")
         self.dupthresh = dupthresh
         self.last_dsack: tuple[int, int] | None = None
+        self.last_new: list[tuple[int, int]] = []
         self._una: int | None = None  # SND.UNA modulo 2^32, None until first seen
         self._una_abs = 0  # SND.UNA unwrapped; all stored ranges use this coordinate
         self._nxt_abs = 0
         self._sacked = _RangeSet()
-        self._rxt = _RangeSet()
+        self._rxt = _RangeSet()  # retransmitted, presumed in flight (SetPipe rule (b))
+        self._ever = _RangeSet()  # ever retransmitted (Linux TCPCB_EVER_RETRANS)
         self._rxt_tracked = False  # mark_retransmitted() was used since clear()
+        self._lost_below: int | None = None  # un-SACKed octets below are lost (after an RTO)
 
     # -- coordinates -----------------------------------------------------------------------
     def _abs(self, seq: int) -> int:
@@ -171,9 +224,16 @@ class Scoreboard:
                 self._una_abs += d
                 self._sacked.trim_below(self._una_abs)
                 self._rxt.trim_below(self._una_abs)
+                self._ever.trim_below(self._una_abs)
+                if self._lost_below is not None and self._lost_below <= self._una_abs:
+                    self._lost_below = None
         if snd_nxt is not None:
             self._nxt_abs = self._una_abs + ((snd_nxt - self._una) & _MASK)
         self._nxt_abs = max(self._nxt_abs, self._una_abs)
+
+    def sync(self, snd_una: int, snd_nxt: int) -> None:
+        """Move the left edge to ``snd_una`` and note ``snd_nxt`` (cumulative ACK only)."""
+        self._sync(snd_una, snd_nxt)
 
     # -- updates ---------------------------------------------------------------------------
     def on_ack(self, snd_una: int, sack_blocks: Iterable[tuple[int, int]], snd_nxt: int) -> int:
@@ -194,6 +254,7 @@ class Scoreboard:
         una = self._una_abs
         nxt = self._nxt_abs
         self.last_dsack = None
+        self.last_new = []
         if blocks:
             s0, e0 = blocks[0]
             if seq_diff(s0, self._wrap(una)) < 0:  # RFC 2883 §4 case 1: below the ACK
@@ -212,18 +273,42 @@ class Scoreboard:
             a, b = self._abs(s), self._abs(e)
             if a >= b or b > nxt or b <= una:
                 continue  # empty/inverted, beyond what we sent, or already acked
-            new += self._sacked.add(max(a, una), b)
+            a = max(a, una)
+            for g0, g1 in self._sacked.gaps(a, b):
+                self.last_new.append((self._wrap(g0), self._wrap(g1)))
+            new += self._sacked.add(a, b)
         return new
 
-    def mark_retransmitted(self, start: int, end: int) -> None:
-        """Record that [start, end) was retransmitted (counted by :meth:`pipe` rule (b))."""
+    def mark_retransmitted(self, start: int, end: int, *, in_flight: bool = True) -> None:
+        """Record that [start, end) was retransmitted (counted by :meth:`pipe` rule (b)
+        unless ``in_flight`` is False, as for the rescue retransmission of rule (4))."""
         if self._una is None:
             self._sync(start)
         a, b = self._abs(start), self._abs(end)
         a = max(a, self._una_abs)
         if a < b:
-            self._rxt.add(a, b)
+            self._ever.add(a, b)
+            if in_flight:
+                self._rxt.add(a, b)
         self._rxt_tracked = True
+
+    def unmark_retransmitted(self, start: int, end: int) -> None:
+        """Forget that [start, end) was retransmitted (that retransmission was lost)."""
+        if self._una is None:
+            return
+        self._rxt.remove(max(self._abs(start), self._una_abs), self._abs(end))
+
+    def mark_lost_below(self, snd_una: int, seq: int) -> None:
+        """Treat every un-SACKed octet in [SND.UNA, seq) as lost (IsLost true), as Linux
+        ``tcp_timeout_mark_lost`` does on a retransmission timeout; forgets the
+        retransmission marks (those copies are presumed lost too)."""
+        self._sync(snd_una)
+        self._lost_below = self._abs(seq)
+        self.clear_retransmitted()
+
+    def clear_lost(self) -> None:
+        """Undo :meth:`mark_lost_below` (a spurious timeout was detected)."""
+        self._lost_below = None
 
     def clear_retransmitted(self) -> None:
         """Forget retransmission marks (e.g. when a loss recovery phase ends)."""
@@ -234,7 +319,10 @@ class Scoreboard:
         """Discard the whole scoreboard (e.g. after an RTO, RFC 6675 §5.1)."""
         self._sacked.clear()
         self.clear_retransmitted()
+        self._ever.clear()
+        self._lost_below = None
         self.last_dsack = None
+        self.last_new = []
 
     # -- queries ---------------------------------------------------------------------------
     @property
@@ -263,6 +351,44 @@ class Scoreboard:
             for s, e in zip(self._rxt.starts, self._rxt.ends, strict=True)
         ]
 
+    @property
+    def empty(self) -> bool:
+        """Nothing SACKed, retransmitted or marked lost above SND.UNA."""
+        return not (
+            self._sacked.starts or self._ever.starts or self._rxt.starts
+            or self._lost_below is not None
+        )
+
+    @property
+    def active(self) -> bool:
+        """Anything SACKed, marked lost or retransmitted (else pipe is FlightSize)."""
+        return bool(self._sacked.starts or self._lost_below is not None or self._rxt.starts)
+
+    def ever_retransmitted(self, start: int, end: int) -> bool:
+        """Whether any octet of [start, end) was retransmitted (and is still above
+        SND.UNA as last synced)."""
+        if self._una is None or not self._ever.starts:
+            return False
+        return self._ever.overlap(self._abs(start), self._abs(end)) > 0
+
+    def fresh(self, start: int, end: int) -> bool:
+        """Whether some octet of [start, end) is neither SACKed nor ever retransmitted."""
+        if self._una is None:
+            return start != end
+        a, b = max(self._abs(start), self._una_abs), self._abs(end)
+        return any(self._ever.gaps(s, e) for s, e, _ in self._holes(a, b))
+
+    def hole_len(self, snd_una: int, snd_nxt: int, mss: int) -> int:
+        """Length of the first segment to retransmit at SND.UNA: up to ``mss`` octets,
+        stopping at the first SACKed octet."""
+        self._sync(snd_una, snd_nxt)
+        lo = self._una_abs
+        n = min(mss, self._nxt_abs - lo)
+        i = bisect_right(self._sacked.ends, lo)
+        if i < len(self._sacked.starts):
+            n = min(n, self._sacked.starts[i] - lo)
+        return max(n, 0)
+
     def _in_window(self, x: int) -> bool:
         return self._una_abs <= x < self._nxt_abs
 
@@ -274,6 +400,8 @@ class Scoreboard:
 
     def _lost_abs(self, x: int, mss: int) -> bool:
         """RFC 6675 §4 IsLost for an unwrapped octet that is not SACKed."""
+        if self._lost_below is not None and x < self._lost_below:
+            return True
         i = bisect_right(self._sacked.starts, x)  # ranges [i, n) lie entirely above x
         n = len(self._sacked)
         if n - i >= self.dupthresh:  # DupThresh discontiguous SACKed sequences above
@@ -296,8 +424,10 @@ class Scoreboard:
         return self._lost_abs(x, mss)
 
     def _holes(self, lo: int, hi: int) -> Iterable[tuple[int, int, int]]:
-        """Un-SACKed ranges within [lo, hi) as (start, end, index of next SACKed range)."""
+        """Un-SACKed ranges within [lo, hi) as (start, end, index of next SACKed range),
+        split at the :meth:`mark_lost_below` point so IsLost is constant over each."""
         starts, ends = self._sacked.starts, self._sacked.ends
+        lb = self._lost_below
         i = bisect_right(ends, lo)
         cur = lo
         while cur < hi:
@@ -306,6 +436,8 @@ class Scoreboard:
                 i += 1
                 continue
             end = min(starts[i], hi) if i < len(starts) else hi
+            if lb is not None and cur < lb < end:
+                end = lb
             if cur < end:
                 yield cur, end, i
             cur = end
@@ -342,6 +474,12 @@ class Scoreboard:
         else:
             rxt = None
         hr = lo if high_rxt is None else max(self._abs(high_rxt), lo)
+        if (
+            not self._sacked.starts
+            and self._lost_below is None
+            and (not rxt.starts if rxt is not None else hr <= lo)
+        ):
+            return hi - lo  # nothing SACKed, lost or retransmitted: FlightSize
         total = 0
         for s, e, _ in self._holes(lo, hi):
             if not self._lost_abs(s, mss):  # (a)
@@ -352,6 +490,12 @@ class Scoreboard:
                 total += min(e, hr) - s
         return total
 
+    def _candidates(self, s: int, e: int, skip_rxt: bool) -> Iterable[tuple[int, int]]:
+        if skip_rxt and self._rxt.starts:
+            yield from self._rxt.gaps(s, e)
+        else:
+            yield s, e
+
     def next_seg(
         self,
         snd_una: int,
@@ -360,6 +504,7 @@ class Scoreboard:
         high_rxt: int | None = None,
         *,
         new_data: bool = True,
+        skip_rxt: bool = False,
     ) -> tuple[int, int] | None:
         """RFC 6675 §4 NextSeg: the next range to retransmit, or None.
 
@@ -368,30 +513,83 @@ class Scoreboard:
         Rule (2), new data, is the caller's: if ``new_data`` (unsent data exists and the
         receive window allows) and rule (1) finds nothing, None is returned and the caller
         sends new data.  Rule (3), only when ``new_data`` is False: the lowest S3 meeting
-        (1.a) and (1.b) regardless of IsLost.  (Rule (4) is not implemented.)
+        (1.a) and (1.b) regardless of IsLost.  Rule (4) is :meth:`rescue_seg`.
+
+        After :meth:`mark_lost_below` the bound of (1.b) is at least that point, so every
+        un-SACKed octet below it is a candidate (retransmission after an RTO).  With
+        ``skip_rxt`` octets recorded by :meth:`mark_retransmitted` are never returned.
 
         The result is (S, min(S + mss, start of the next SACKed range)), modulo 2^32: it
-        never covers a SACKed octet.
+        never covers a SACKed octet (nor, with ``skip_rxt``, a retransmitted one).
         """
         if mss <= 0:
             raise ValueError(f"mss must be positive, got {mss}")
         self._sync(snd_una, snd_nxt)
-        if not self._sacked.ends:
+        top = self._sacked.ends[-1] if self._sacked.ends else None
+        if self._lost_below is not None and (top is None or self._lost_below > top):
+            top = self._lost_below
+        if top is None:
             return None  # (1.b) fails for every octet: nothing SACKed
         lo = self._una_abs
         if high_rxt is not None:
             lo = max(lo, self._abs(high_rxt))  # (1.a)
-        hi = min(self._sacked.ends[-1], self._nxt_abs)  # (1.b): below the highest SACK
+        hi = min(top, self._nxt_abs)  # (1.b): below the highest SACK
         first: tuple[int, int] | None = None
         for s, e, _ in self._holes(lo, hi):
-            seg = (self._wrap(s), self._wrap(min(s + mss, e)))
-            if self._lost_abs(s, mss):  # (1.c); constant over the hole
-                return seg
-            if first is None:
-                first = seg
+            lost = self._lost_abs(s, mss)  # (1.c); constant over the hole
+            for a, _b in self._candidates(s, e, skip_rxt):
+                seg = (self._wrap(a), self._wrap(self._seg_end(a, mss, hi, skip_rxt)))
+                if lost:
+                    return seg
+                if first is None:
+                    first = seg
+                break
         if new_data:
             return None  # rule (2) is the caller's
         return first  # rule (3)
+
+    def _seg_end(self, a: int, mss: int, hi: int, skip_rxt: bool) -> int:
+        """End of the segment NextSeg returns at ``a``: at most ``mss`` octets, below
+        ``hi``, stopping at the next SACKed (and, with ``skip_rxt``, retransmitted)
+        octet."""
+        end = min(a + mss, hi)
+        for rs in (self._sacked, self._rxt) if skip_rxt else (self._sacked,):
+            i = bisect_right(rs.starts, a)
+            if i < len(rs.starts):
+                end = min(end, rs.starts[i])
+        return end
+
+    def rescue_seg(self, snd_una: int, snd_nxt: int, mss: int) -> tuple[int, int] | None:
+        """RFC 6675 §4 NextSeg rule (4), the rescue retransmission: up to one SMSS of
+        un-SACKed data ending with the highest outstanding un-SACKed octet, or None.
+
+        Whether a rescue is allowed now (HighACK > RescueRxt, once per recovery) is the
+        caller's business, as is not updating HighRxt for it.
+        """
+        self._sync(snd_una, snd_nxt)
+        lo, hi = self._una_abs, self._nxt_abs
+        if lo >= hi:
+            return None
+        ends, starts = self._sacked.ends, self._sacked.starts
+        if not ends or ends[-1] < hi:
+            h0, h1 = (ends[-1] if ends else lo), hi  # the tail above the highest SACK
+            h0 = max(h0, lo)
+        else:
+            holes = [(a, b) for a, b, _ in self._holes(lo, starts[-1])]
+            if not holes:
+                return None
+            h0, h1 = holes[-1]
+        return self._wrap(max(h0, h1 - mss)), self._wrap(h1)
+
+    def lost_bytes(self, snd_una: int, snd_nxt: int, mss: int) -> int:
+        """Un-SACKed octets IsLost() says are lost and that were not retransmitted since
+        (``tcp_info`` lost)."""
+        self._sync(snd_una, snd_nxt)
+        n = 0
+        for s, e, _ in self._holes(self._una_abs, self._nxt_abs):
+            if self._lost_abs(s, mss):
+                n += (e - s) - self._rxt.overlap(s, e)
+        return n
 
     def __repr__(self) -> str:
         return (

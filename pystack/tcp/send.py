@@ -7,12 +7,13 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING
 
-from pystack.cc.base import CaEvent
+from pystack.cc.base import CaEvent, CaState
 from pystack.tcp import seq as sq
+from pystack.tcp.recovery import ECN_DEMAND_CWR, ECN_OK
 from pystack.tcp.state import (
     TcpState,
 )
-from pystack.wire.segment import ACK, FIN, PSH, RST, SYN, URG, TcpOptions, TcpSegment
+from pystack.wire.segment import ACK, ECE, FIN, PSH, RST, SYN, URG, TcpOptions, TcpSegment
 
 if TYPE_CHECKING:
     pass
@@ -26,7 +27,6 @@ from pystack.tcp.constants import (
     F_NODELAY,
     F_PERSIST,
     F_PUSH_ONCE,
-    F_RTX_ONE,
     F_SACK,
     F_SEND_SYN,
     F_SYN_RETRANS,
@@ -50,11 +50,11 @@ class SendMixin:
         f = self._f
         if st == TcpState.SYN_SENT:
             if f & F_SEND_SYN:
-                self._send_syn(now, out, SYN)
+                self._send_syn(now, out, SYN | self._ecn_syn_flags())  # + RFC 3168 ECN setup
             return
         if st == TcpState.SYN_RECEIVED:
             if f & F_SEND_SYN:
-                self._send_syn(now, out, SYN | ACK)
+                self._send_syn(now, out, SYN | ACK | self._ecn_syn_flags())
             elif f & F_ACK_NOW:
                 self._emit(out, now, ACK, self.snd_nxt)
             return
@@ -73,42 +73,47 @@ class SendMixin:
             self._arm_rtx_after_output(now)
 
     def _send_syn(self, now: float, out: list[TcpSegment], flags: int) -> None:
+        fo = self._fo
+        if fo is not None and fo.defer:
+            # Fast Open, TCP_FASTOPEN_CONNECT with a cookie: the SYN waits for data (or a
+            # shutdown) to carry (Linux tcp_fastopen_defer_connect); F_SEND_SYN stays set.
+            if sq.sub(self._write_seq, sq.add(self.iss, 1)) <= 0 and not self._f & F_WR_SHUT:
+                return
+            fo.defer = False
+            self.fastopen_deferred = False
         self._f &= ~F_SEND_SYN
         retrans = self.snd_nxt != self.iss
+        payload: bytes | memoryview = b""
+        cookie: bytes | None = None
         if retrans:
+            # Retransmitted SYNs carry neither Fast Open option nor data (Linux); SYN data
+            # already sent stays counted in SND.NXT and is resent after the handshake.
             self._f |= F_SYN_RETRANS
             self.engine.mib["RetransSegs"] += 1
             self.total_retrans += 1
             self._txtimes = None
         else:
-            self._txtimes = deque([(sq.add(self.iss, 1), now)])
-        self.snd_nxt = sq.add(self.iss, 1)
-        self._emit(out, now, flags, self.iss)
+            if fo is not None:
+                # RFC 7413 §4.1.3 / §4.2.2: cookie (or request, or grant) and SYN data.
+                payload, cookie = self.engine.fastopen.syn_parts(self, flags)
+            self.snd_nxt = sq.add(self.iss, 1 + len(payload))
+            self._txtimes = deque([(self.snd_nxt, now)])
+        seg = self._emit(out, now, flags, self.iss, payload)
+        if cookie is not None:
+            seg.options.fastopen_cookie = cookie
+        if payload:
+            self.data_segs_out += 1
         if self._t_rtx is None:
             self._t_rtx = now + self.rtt.rto
 
     def _output_data(self, now: float, out: list[TcpSegment]) -> int:
         """Retransmissions, then new data under Nagle/cork, windows and cwnd, then FIN."""
-        sent = 0
         tp = self.ccs
-        cwnd = tp.snd_cwnd if tp is not None else TCP_INIT_CWND
         mss = self._eff_mss()
-        if self._f & F_RTX_ONE:
-            self._f &= ~F_RTX_ONE
-            if self.snd_una != self.snd_nxt:
-                self._xmit(now, out, self.snd_una, mss, retrans=True)
-                sent += 1
-        if self._rtx_nxt is not None:
-            p = self._rtx_nxt
-            if sq.lt(p, self.snd_una):
-                p = self.snd_una
-            while sq.lt(p, self.snd_nxt) and self._inflight(p, mss) < cwnd:
-                p = sq.add(p, self._xmit(now, out, p, mss, retrans=True))
-                sent += 1
-            self._rtx_nxt = p if sq.lt(p, self.snd_nxt) else None
-        if self._rtx_nxt is not None:
-            if tp is not None:
-                tp.is_cwnd_limited = True
+        # Loss recovery first (pystack/tcp/recovery.py): fast retransmit, RFC 6675 NextSeg,
+        # go-back-N after an RTO; new data waits while go-back-N is pending.
+        sent, hold = self._xmit_recovery(now, out, mss)
+        if hold:
             return sent
         # New data.
         wr = self._write_seq
@@ -122,7 +127,7 @@ class SendMixin:
             size = min(mss, unsent)
             if sq.gt(sq.add(self.snd_nxt, size), sq.add(self.snd_una, self.snd_wnd)):
                 break  # sender SWS avoidance: whole segments only (RFC 1122 §4.2.3.4)
-            if self._inflight(self.snd_nxt, mss) >= cwnd:
+            if not self._cwnd_room(mss):  # cwnd, or RFC 6675 pipe / RFC 3042 (recovery.py)
                 cwnd_limited = True
                 break
             if size < mss and not f & F_PUSH_ONCE and self._snd_up is None:
@@ -142,12 +147,17 @@ class SendMixin:
             if idle and tp is not None:
                 self._restart_after_idle(now)
                 idle = False
-            self._xmit(now, out, self.snd_nxt, mss, retrans=False)
-            sent += 1
+            # TSO (helper D): further full-sized segments that pass the same checks leave
+            # as one TcpSegment the data path splits into MSS-sized frames (gso_size).
+            segs = self._tso_segs(mss, unsent) if size == mss else 1
+            self._xmit(now, out, self.snd_nxt, mss, retrans=False, segs=segs)
+            sent += segs
         if tp is not None:
             tp.is_cwnd_limited = cwnd_limited or (
                 tp.snd_cwnd < tp.snd_ssthresh and self._packets_out() * 2 >= tp.snd_cwnd
             )
+            if self._sb is not None:
+                sent += self._xmit_recovery_tail(now, out, mss)  # RFC 6675 rules (3), (4)
         # A FIN on its own (no data left to carry it).
         if (
             f & F_WR_SHUT
@@ -160,6 +170,33 @@ class SendMixin:
         if self._t_cork is not None and sq.sub(wr, self.snd_nxt) <= 0:
             self._t_cork = None
         return sent
+
+    def _tso_segs(self, mss: int, unsent: int) -> int:
+        """TSO (helper D): how many full-sized segments from SND.NXT may go as one, each
+        passing _output_data's window and cwnd checks as if sent one by one; at most
+        engine.tso_segs (set by a data path that splits them, pystack.stack; 1: no TSO).
+        Only in the Open state without SACK recovery or urgent data: everything else
+        goes one MSS at a time."""
+        limit = min(self.engine.tso_segs, unsent // mss)
+        tp = self.ccs
+        sb = self._sb
+        if (limit < 2 or tp is None or tp.ca_state != CaState.OPEN or self._snd_up is not None
+                or (sb is not None and sb.active)):
+            return 1
+        start = self.snd_nxt
+        # Whole segments the send window takes, and (Open state) what cwnd has room for;
+        # then the last one is checked as the loop would check it, walking back if not.
+        k = min(limit, sq.sub(sq.add(self.snd_una, self.snd_wnd), start) // mss,
+                tp.snd_cwnd - self._inflight(start, mss))
+        try:
+            while k > 1:
+                self.snd_nxt = sq.add(start, (k - 1) * mss)  # as if k - 1 had been sent
+                if self._cwnd_room(mss):
+                    break
+                k -= 1
+        finally:
+            self.snd_nxt = start
+        return max(k, 1)
 
     def _inflight(self, upto: int, mss: int) -> int:
         n = sq.sub(upto, self.snd_una)
@@ -175,22 +212,26 @@ class SendMixin:
         idle = now - self._last_send
         rto = self.rtt.rto
         if self.engine.settings.tcp_slow_start_after_idle and idle > rto and self.bytes_acked:
+            # Linux tcp_cwnd_restart: halve cwnd once per RTO idle, down to the initial
+            # window; ssthresh keeps 3/4 of the old cwnd (tcp_current_ssthresh).
+            ops.cwnd_event(tp, CaEvent.CWND_RESTART)
             restart = min(TCP_INIT_CWND, tp.snd_cwnd)
             cwnd = tp.snd_cwnd
-            n = int(idle / rto)
-            while n > 0 and cwnd > restart:
+            delta = idle - rto
+            while delta > 0 and cwnd > restart:
                 cwnd >>= 1
-                n -= 1
+                delta -= rto
             tp.snd_ssthresh = max(tp.snd_ssthresh, (tp.snd_cwnd >> 1) + (tp.snd_cwnd >> 2))
             tp.snd_cwnd = max(cwnd, restart)
-            ops.cwnd_event(tp, CaEvent.CWND_RESTART)
         ops.cwnd_event(tp, CaEvent.TX_START)
 
-    def _xmit(self, now: float, out: list[TcpSegment], seq: int, mss: int, retrans: bool) -> int:
-        """Send the segment starting at ``seq``; returns the sequence space it covers."""
+    def _xmit(self, now: float, out: list[TcpSegment], seq: int, mss: int, retrans: bool,
+              segs: int = 1) -> int:
+        """Send the segment starting at ``seq``; returns the sequence space it covers.
+        segs > 1 (TSO, new data only): segs full-sized segments as one TcpSegment."""
         wr = self._write_seq
         avail = sq.sub(wr, seq)
-        size = min(mss, avail) if avail > 0 else 0
+        size = min(mss * segs, avail) if avail > 0 else 0
         sb = self._sndbuf
         payload: bytes | memoryview = b""
         if size:
@@ -208,10 +249,18 @@ class SendMixin:
             TcpState.CLOSING,
         ):
             flags |= FIN
-        self._emit(out, now, flags, seq, payload)
+        seg = self._emit(out, now, flags, seq, payload)
+        if segs > 1:
+            # TSO (helper D): counted per MSS-sized frame, as Linux counts tcp_skb_pcount.
+            seg.gso_size = mss
+            seg.gso_segs = segs
+            self.segs_out += segs - 1
+            self.engine.mib["OutSegs"] += segs - 1
+        if size and not retrans and self._ecn & ECN_OK:
+            self._ecn_mark(seg, True)  # RFC 3168 ECT(0) and CWR (recovery.py)
         span = size + (1 if flags & FIN else 0)
         if size:
-            self.data_segs_out += 1
+            self.data_segs_out += segs
             if size < mss:
                 self._snd_sml = end
         if retrans:
@@ -260,6 +309,8 @@ class SendMixin:
                 blocks = self._sack_blocks()
                 if blocks:
                     opts.sack_blocks = blocks
+        if self._ecn & ECN_DEMAND_CWR and not flags & SYN:
+            flags |= ECE  # RFC 3168 §6.1.3: echo CE on every segment until the peer's CWR
         urgent = 0
         up = self._snd_up
         if up is not None and not flags & SYN and sq.lt(seq, up):

@@ -3,8 +3,8 @@
 ``Settings`` holds one value per sysctl; connections share one instance and keep only
 their own per-socket overrides.  Values are parsed the way the kernel's proc handlers
 parse writes to ``/proc/sys``: decimal integers (``0x`` hex also accepted, as the kernel's
-base-0 parser does), whitespace-separated vectors for ``tcp_rmem``/``tcp_wmem``, and
-strings for ``tcp_congestion_control`` and ``tcp_fastopen_key``.
+base-0 parser does), whitespace-separated vectors for ``tcp_rmem``, ``tcp_wmem`` and
+``tcp_mem``, and strings for ``tcp_congestion_control`` and ``tcp_fastopen_key``.
 
 >>> s = Settings()
 >>> s.set("net.ipv4.tcp_sack", "0"); s.tcp_sack
@@ -15,8 +15,9 @@ strings for ``tcp_congestion_control`` and ``tcp_fastopen_key``.
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 __all__ = ["Settings", "SETTINGS_SPEC"]
@@ -34,6 +35,20 @@ class _Spec(NamedTuple):
 _I = "net.ipv4"
 _C = "net.core"
 _INT_MAX = 0x7FFFFFFF
+_LONG_MAX = 0x7FFFFFFFFFFFFFFF
+
+
+def _tcp_mem_default() -> tuple[int, int, int]:
+    """Linux ``tcp_init_mem``: limit = 1/16 of memory in pages (at least 128), then
+    [limit / 4 * 3, limit, limit / 4 * 3 * 2]. Sized from this machine's physical memory."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 4096
+    except (ValueError, OSError):
+        total = 1 << 20  # 4 GiB
+    limit = max(total // 16, 128)
+    low = limit // 4 * 3
+    return (low, limit, low * 2)
+
 
 # name -> spec. Defaults are Linux 6.x's (tcp(7); Documentation/networking/ip-sysctl.rst).
 SETTINGS_SPEC: dict[str, _Spec] = {
@@ -58,12 +73,16 @@ SETTINGS_SPEC: dict[str, _Spec] = {
     "tcp_adv_win_scale": _Spec(_I, "int", 1, -31, 31),
     "tcp_app_win": _Spec(_I, "int", 31, 0, 31),
     "tcp_moderate_rcvbuf": _Spec(_I, "int", 1, 0, 1),
+    # [low, pressure, high] in 4 KiB pages; no ordering is enforced, as on Linux.
+    "tcp_mem": _Spec(_I, "vec", _tcp_mem_default(), 0, _LONG_MAX, 3),
     "tcp_congestion_control": _Spec(_I, "str", "cubic"),
     "tcp_ecn": _Spec(_I, "int", 2, 0, 2),
     "tcp_ecn_fallback": _Spec(_I, "int", 1, 0, 1),
     "tcp_syncookies": _Spec(_I, "int", 1, 0, 2),
     "tcp_fastopen": _Spec(_I, "int", 0x1, 0, 0x7FF),
     "tcp_fastopen_key": _Spec(_I, "key", ""),
+    # Linux >= 5.14 ships the Fast Open blackhole detector disabled (0).
+    "tcp_fastopen_blackhole_timeout_sec": _Spec(_I, "int", 0, 0, _INT_MAX),
     "tcp_max_orphans": _Spec(_I, "int", 65536, 0, _INT_MAX),
     "tcp_max_tw_buckets": _Spec(_I, "int", 262144, 0, _INT_MAX),
     "tcp_tw_reuse": _Spec(_I, "int", 2, 0, 2),
@@ -71,6 +90,7 @@ SETTINGS_SPEC: dict[str, _Spec] = {
     "tcp_base_mss": _Spec(_I, "int", 1024, 1, _INT_MAX),
     "tcp_min_snd_mss": _Spec(_I, "int", 48, 48, 65535),
     "tcp_mtu_probing": _Spec(_I, "int", 0, 0, 2),
+    "tcp_mtu_probe_floor": _Spec(_I, "int", 48, 48, 65535),
     "tcp_slow_start_after_idle": _Spec(_I, "int", 1, 0, 1),
     "tcp_reordering": _Spec(_I, "int", 3, 1, _INT_MAX),
     "tcp_max_reordering": _Spec(_I, "int", 300, 1, _INT_MAX),
@@ -91,7 +111,18 @@ SETTINGS_SPEC: dict[str, _Spec] = {
     "somaxconn": _Spec(_C, "int", 4096, 0, _INT_MAX),
 }
 
-_KEY_RE = re.compile(r"^[0-9a-fA-F]{8}(-[0-9a-fA-F]{8}){3}(,[0-9a-fA-F]{8}(-[0-9a-fA-F]{8}){3})?$")
+
+
+def _available_cc() -> str:
+    from pystack import cc  # late: cc's modules are not needed to parse settings
+
+    return " ".join(cc.available())
+
+
+# Read-only sysctls, computed when read (setting one is an error, as EPERM on Linux).
+READ_ONLY: dict[str, Callable[[], str]] = {
+    "tcp_available_congestion_control": _available_cc,
+}
 
 
 def _short(name: str) -> str:
@@ -102,11 +133,13 @@ def _short(name: str) -> str:
     for prefix in ("net.ipv4.", "net.core."):
         if key.startswith(prefix):
             short = key[len(prefix) :]
+            if short in READ_ONLY and prefix == "net.ipv4.":
+                return short
             spec = SETTINGS_SPEC.get(short)
             if spec is None or spec.prefix + "." != prefix:
                 raise ValueError(f"unknown setting {name!r}")
             return short
-    if key not in SETTINGS_SPEC:
+    if key not in SETTINGS_SPEC and key not in READ_ONLY:
         raise ValueError(f"unknown setting {name!r}")
     return key
 
@@ -163,13 +196,20 @@ def _validate(short: str, value: object) -> Any:
         if name not in cc.available():
             raise ValueError(f"{full}: unknown congestion control {name!r}")
         return name
-    # "key": Fast Open key(s), as Linux prints them: 4 groups of 8 hex digits [,backup].
+    # "key": Fast Open primary key [,backup key], each four hex words "%x-%x-%x-%x" as
+    # Linux's proc_tcp_fastopen_key reads them; kept as Linux prints them ("%08x-...").
+    # "" means no key set: a random one is used.
     if not isinstance(value, str):
         raise ValueError(f"{full}: invalid value {value!r} (expected a key string)")
     t = value.strip()
-    if t and not _KEY_RE.match(t):
-        raise ValueError(f"{full}: invalid key {value!r} (expected xxxxxxxx-xxxxxxxx-...)")
-    return t.lower()
+    if not t:
+        return ""
+    from pystack.tcp.fastopen import format_keys, parse_keys
+
+    try:
+        return format_keys(parse_keys(t))
+    except ValueError as e:
+        raise ValueError(f"{full}: {e}") from None
 
 
 def _validate_vec_item(full: str, item: object, lo: int, hi: int) -> int:
@@ -206,11 +246,16 @@ class Settings:
         Raises ValueError with a one-line message for an unknown name or a bad value.
         """
         short = _short(name)
+        if short in READ_ONLY:
+            raise ValueError(f"setting {name!r} is read-only")
         object.__setattr__(self, short, _validate(short, value))
 
     def get(self, name: str) -> Any:
         """The current value of a sysctl (full or short name)."""
-        return getattr(self, _short(name))
+        short = _short(name)
+        if short in READ_ONLY:
+            return READ_ONLY[short]()
+        return getattr(self, short)
 
     def format(self, name: str) -> str:
         """The value as ``/proc/sys`` prints it (vectors tab-separated like the kernel)."""
@@ -223,12 +268,16 @@ class Settings:
     def full_name(name: str) -> str:
         """``tcp_sack`` -> ``net.ipv4.tcp_sack``."""
         short = _short(name)
+        if short in READ_ONLY:
+            return f"net.ipv4.{short}"
         return f"{SETTINGS_SPEC[short].prefix}.{short}"
 
     def items(self) -> Iterator[tuple[str, Any]]:
         """(full name, value) for every setting, in table order."""
         for short, spec in SETTINGS_SPEC.items():
             yield f"{spec.prefix}.{short}", getattr(self, short)
+        for short, read in READ_ONLY.items():
+            yield f"net.ipv4.{short}", read()
 
     def copy(self) -> Settings:
         new = Settings.__new__(Settings)

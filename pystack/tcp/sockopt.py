@@ -17,6 +17,8 @@ from pystack.tcp.state import (
     TCP_CONGESTION,
     TCP_CORK,
     TCP_DEFER_ACCEPT,
+    TCP_FASTOPEN,
+    TCP_FASTOPEN_CONNECT,
     TCP_INFO,
     TCP_KEEPCNT,
     TCP_KEEPIDLE,
@@ -195,6 +197,24 @@ class _Sock:
             self._set_opt(optname, v)
         elif optname == TCP_NOTSENT_LOWAT:
             self._set_opt(optname, v & 0xFFFFFFFF)  # Linux: any int, kept as a u32
+        elif optname == TCP_FASTOPEN:
+            # Fast Open: the listener's queue of pending Fast Open requests (tcp(7)); Linux
+            # takes it before listen() or on a listener, capped at somaxconn.
+            if v < 0 or getattr(self, "state", TcpState.CLOSED) not in (
+                TcpState.CLOSED,
+                TcpState.LISTEN,
+            ):
+                raise OSError(errno.EINVAL, "TCP_FASTOPEN needs a length >= 0 before connecting")
+            self._set_opt(optname, min(v, s.somaxconn))
+        elif optname == TCP_FASTOPEN_CONNECT:
+            # Fast Open: 0 or 1, client Fast Open enabled, before connect (Linux).
+            if not 0 <= v <= 1:
+                raise OSError(errno.EINVAL, f"TCP_FASTOPEN_CONNECT {v} is not 0 or 1")
+            if not s.tcp_fastopen & 0x1:
+                raise OSError(errno.EOPNOTSUPP, "Fast Open client disabled (tcp_fastopen)")
+            if getattr(self, "state", TcpState.CLOSED) != TcpState.CLOSED:
+                raise OSError(errno.EINVAL, "TCP_FASTOPEN_CONNECT only before connecting")
+            self._set_opt(optname, v)
         else:
             raise OSError(errno.ENOPROTOOPT, f"unsupported TCP option {optname}")
         self._option_changed(optname)
@@ -243,6 +263,8 @@ class _Sock:
             return str(self._opt(TCP_CONGESTION, s.tcp_congestion_control))
         if optname == TCP_NOTSENT_LOWAT:
             return int(self._opt(optname, 0))  # Linux: 0 = "use net.ipv4.tcp_notsent_lowat"
+        if optname in (TCP_FASTOPEN, TCP_FASTOPEN_CONNECT):
+            return int(self._opt(optname, 0))  # Fast Open
         if optname == TCP_INFO:
             raise OSError(errno.ENOPROTOOPT, "use tcp_info()")
         raise OSError(errno.ENOPROTOOPT, f"unsupported TCP option {optname}")

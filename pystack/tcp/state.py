@@ -76,7 +76,9 @@ TCP_INFO = 11
 TCP_QUICKACK = 12
 TCP_CONGESTION = 13
 TCP_USER_TIMEOUT = 18
+TCP_FASTOPEN = 23  # Fast Open: listener queue length (issue 5)
 TCP_NOTSENT_LOWAT = 25
+TCP_FASTOPEN_CONNECT = 30  # Fast Open: defer the SYN to the first write
 
 # Option names accepted by ``set_option``/``get_option`` and ``connect(options=...)``.
 OPTION_NAMES: dict[str, tuple[int, int]] = {
@@ -98,4 +100,7 @@ OPTION_NAMES: dict[str, tuple[int, int]] = {
     "TCP_CONGESTION": (IPPROTO_TCP, TCP_CONGESTION),
     "TCP_USER_TIMEOUT": (IPPROTO_TCP, TCP_USER_TIMEOUT),
     "TCP_NOTSENT_LOWAT": (IPPROTO_TCP, TCP_NOTSENT_LOWAT),
+    # Fast Open
+    "TCP_FASTOPEN": (IPPROTO_TCP, TCP_FASTOPEN),
+    "TCP_FASTOPEN_CONNECT": (IPPROTO_TCP, TCP_FASTOPEN_CONNECT),
 }

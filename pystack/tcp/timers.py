@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from pystack.cc.base import CaEvent, CaState
 from pystack.tcp import seq as sq
 from pystack.tcp.state import (
     TCP_DEFER_ACCEPT,
@@ -137,6 +136,7 @@ class TimerMixin:
         if elapsed is not None and elapsed >= model_timeout(s.tcp_retries1, TCP_RTO_MIN) - 1e-9:
             # Past tcp_retries1: Linux gives the route/neighbour "negative advice" (and
             # probes the MTU); pystack counts it and tells the data path.
+            self._mtu_probing()  # tcp_mtu_probing=1: suspect a black hole (mtu.py)
             eng.mib["NegativeAdvice"] += 1
             if eng.on_retries1 is not None:
                 eng.on_retries1(self.four_tuple)
@@ -153,26 +153,11 @@ class TimerMixin:
             self._fail(errno.ETIMEDOUT)
             return
         eng.mib["TCPTimeouts"] += 1
-        tp = self.ccs
-        ops = self.cc
-        if tp is not None and ops is not None:
-            tp.now_us = int(now * 1e6)
-            if (
-                tp.ca_state in (CaState.OPEN, CaState.DISORDER)
-                or sq.le(self._high_seq, self.snd_una)
-                or (tp.ca_state == CaState.LOSS and not self._retransmits)
-            ):
-                tp.prior_cwnd = tp.snd_cwnd
-                tp.prior_ssthresh = tp.snd_ssthresh
-                tp.snd_ssthresh = ops.ssthresh(tp)
-                ops.cwnd_event(tp, CaEvent.LOSS)
-            tp.snd_cwnd = 1
-            tp.snd_cwnd_cnt = 0
-            self._set_ca_state(CaState.LOSS)
-        self._high_seq = self.snd_nxt
-        self._recover = self.snd_nxt
-        self._dupacks = 0
-        self._rtx_nxt = self.snd_una
+        if self.ccs is not None:
+            self.ccs.now_us = int(now * 1e6)
+        # RFC 6298 §5.4: retransmit the earliest unacknowledged segment; RFC 5681 §3.1
+        # cwnd = 1 (LW); Linux tcp_enter_loss with F-RTO (pystack/tcp/recovery.py).
+        self._enter_loss()
         self._txtimes = None  # Karn: nothing outstanding can be timed any more
         if self._retrans_stamp is None:
             self._retrans_stamp = now - self.rtt.rto  # when the head was (about) sent
@@ -214,7 +199,10 @@ class TimerMixin:
         eng = self.engine
         idle = now - self._last_send
         shift = 1 if idle > 2 * TCP_RTO_MAX or not do_reset else 0
-        if eng.orphan_count << shift <= eng.settings.tcp_max_orphans:
+        # Linux tcp_check_oom: too many orphans, or this one over tcp_mem (window.py).
+        if eng.orphan_count << shift <= eng.settings.tcp_max_orphans and not (
+            self._out_of_memory()
+        ):
             return False
         if idle <= TCP_TIMEWAIT_LEN or (not self.snd_wnd and not self._packets_out()):
             do_reset = True

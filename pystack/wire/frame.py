@@ -14,7 +14,7 @@ from pystack.wire.checksum import internet_checksum, pseudo_header_sum, tcp_chec
 from pystack.wire.errors import WireError
 from pystack.wire.ethernet import ETH_HLEN, ETH_P_IP, EthernetFrame, emit_ethernet
 from pystack.wire.ipv4 import IPPROTO_TCP, IPV4_MAX_TOTAL, IPV4_MIN_HLEN, Ipv4Packet, emit_ipv4
-from pystack.wire.segment import TcpSegment
+from pystack.wire.segment import ACK, CWR, FIN, PSH, TcpOptions, TcpSegment
 from pystack.wire.tcp import TcpHeader, emit_tcp_header, parse_options, tcp_header_len
 from pystack.wire.view import Buffer, byte_view
 
@@ -144,3 +144,135 @@ def build_frame(
     if out is None:
         return bytes(mv)
     return total
+
+
+# ---- segmentation offload in Python: the fallback of pystack.io.batch (C) ----
+# Same rules as xsk.c (ps_rx_parse, tx_build_one); tests/unit/test_wire_c_batch.py checks
+# that both give the same segments and the same frames.
+
+GRO_DATA = 1
+GRO_ACKS = 2
+GRO_MAX_SEGS = 64
+GRO_FLOW_SLOTS = 1024  # flows one batch can merge (xsk.c FLOW_SLOTS)
+META_CSUM_OK = 0x0001  # pystack.xdp.abi.META_CSUM_OK
+_MASK = 0xFFFFFFFF
+
+
+@dataclass(slots=True)
+class RxFrame:
+    """A parsed received frame with what the XDP program said about it (META_* flags)."""
+
+    segment: TcpSegment
+    eth_src: bytes
+    meta: int
+
+
+class _Run:
+    __slots__ = ("frame", "pieces", "total", "first_len", "last_len", "segs", "dupack")
+
+    def __init__(self, frame: RxFrame, dupack: bool = False) -> None:
+        self.frame = frame
+        n = len(frame.segment.payload)
+        self.pieces = [frame.segment.payload]
+        self.total = self.first_len = self.last_len = n
+        self.segs = 1
+        self.dupack = dupack  # a pure ACK repeating the flow's previous ACK in the batch
+
+
+def _pure_ack(s: TcpSegment) -> bool:
+    return not s.payload and s.flags == ACK
+
+
+def _only_ts(o: TcpOptions) -> bool:
+    return (o.mss is None and o.wscale is None and not o.sack_permitted and not o.sack_blocks
+            and o.fastopen_cookie is None)
+
+
+def _merge_data(r: _Run, s: TcpSegment) -> bool:
+    """Linux tcp_gro_receive, stricter: s continues r's in-order run of full-sized data
+    (ACK; PSH only on the last one, which ends the run; a shorter one ends it too), with the
+    same ack, window, urgent field, ECN bits and options (so the same TSval)."""
+    p = r.frame.segment
+    n = len(s.payload)
+    return (bool(r.total) and bool(n) and p.flags == ACK and s.flags in (ACK, ACK | PSH)
+            and r.segs < GRO_MAX_SEGS and r.last_len == r.first_len and n <= r.first_len
+            and s.seq == (p.seq + r.total) & _MASK and s.ack == p.ack and s.window == p.window
+            and s.urgent == p.urgent and s.ecn == p.ecn and s.options == p.options)
+
+
+def _merge_ack(r: _Run, s: TcpSegment) -> bool:
+    """Pure ACKs that only advance: never two with the same ack (duplicate ACKs drive fast
+    retransmit, RFC 5681 §3.2) nor one that repeated the ACK before it with a later one;
+    never with SACK or options but timestamps, same window."""
+    p = r.frame.segment
+    return (_pure_ack(p) and _pure_ack(s) and not r.dupack
+            and _only_ts(p.options) and _only_ts(s.options)
+            and (p.options.timestamp is None) == (s.options.timestamp is None)
+            and s.seq == p.seq and 0 < (s.ack - p.ack) & _MASK < 0x80000000
+            and s.window == p.window and s.urgent == p.urgent and s.ecn == p.ecn
+            and r.segs < GRO_MAX_SEGS)
+
+
+def coalesce(frames: list[RxFrame], mode: int = GRO_DATA | GRO_ACKS) -> list[RxFrame]:
+    """GRO over one received batch: a run of one flow's in-order data becomes one segment
+    (payload joined, gso_size = the first frame's payload, gso_segs = frames) and a run of
+    pure ACKs that only advance becomes the latest one (gso_segs = ACKs). A merged segment
+    takes the place of its first frame; only frames marked just META_CSUM_OK merge."""
+    runs: list[_Run] = []
+    last: dict[tuple[int, int, int, int], int] = {}
+    for f in frames:
+        s = f.segment
+        key = (s.src_ip, s.dst_ip, s.src_port, s.dst_port)
+        j = last.get(key) if mode else None
+        if j is not None and f.meta == META_CSUM_OK and runs[j].frame.meta == META_CSUM_OK:
+            r = runs[j]
+            if mode & GRO_DATA and _merge_data(r, s):
+                r.pieces.append(s.payload)
+                r.total += len(s.payload)
+                r.last_len = len(s.payload)
+                r.segs += 1
+                r.frame.segment.flags = s.flags
+                continue
+            if mode & GRO_ACKS and _merge_ack(r, s):
+                r.frame = f
+                r.segs += 1
+                continue
+        dup = False
+        if j is not None:
+            p = runs[j].frame.segment
+            dup = _pure_ack(p) and _pure_ack(s) and p.ack == s.ack
+        if mode and (key in last or len(last) < GRO_FLOW_SLOTS):
+            last[key] = len(runs)
+        runs.append(_Run(f, dup))
+    out = []
+    for r in runs:
+        seg = r.frame.segment
+        if r.segs > 1:
+            seg.gso_segs = r.segs
+            if r.total:
+                seg.payload = b"".join(r.pieces)
+                seg.gso_size = r.first_len
+        out.append(r.frame)
+    return out
+
+
+def split_segment(seg: TcpSegment) -> list[TcpSegment]:
+    """TSO: a segment whose payload is longer than gso_size > 0 as gso_size-byte segments
+    (seq advanced; PSH and FIN on the last only, CWR on the first only, as Linux's
+    tcp_gso_segment). Otherwise [seg]."""
+    size = seg.gso_size
+    payload = byte_view(seg.payload)
+    n = len(payload)
+    if not size or n <= size:
+        return [seg]
+    out = []
+    for off in range(0, n, size):
+        flags = seg.flags
+        if off + size < n:
+            flags &= ~(PSH | FIN)
+        if off:
+            flags &= ~CWR
+        out.append(TcpSegment(seg.src_ip, seg.dst_ip, seg.src_port, seg.dst_port,
+                              (seg.seq + off) & _MASK, seg.ack, flags, seg.window, seg.urgent,
+                              seg.options, payload[off : off + size], seg.ecn))
+    return out

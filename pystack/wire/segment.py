@@ -61,6 +61,12 @@ class TcpSegment:
     # The XDP program's SYN-cookie word when it validated this ACK's cookie
     # (META_COOKIE_OK; decode with pystack.xdp.abi.decode_cookie_info), else 0.
     syncookie: int = 0
+    # Segmentation offload (pystack.io.batch, pystack.wire.frame.coalesce/split_segment).
+    # Received: gso_segs frames were merged into this segment (GRO), each of gso_size
+    # payload bytes but the last (gso_size 0: not merged). To send: a payload longer than
+    # gso_size > 0 leaves as frames of gso_size bytes (TSO); gso_segs is how many.
+    gso_size: int = 0
+    gso_segs: int = 1
 
     @property
     def seg_len(self) -> int:

@@ -186,3 +186,120 @@ def test_port_returns_to_the_kernel_after_stop(bed, spawn_stack, how):
     if how == "sigterm":
         assert proc.returncode == 0
     srv.close()
+
+
+# ---- batch offloads on the real path: GRO, TSO, the transmit backlog ----
+def _raw_tx(bed) -> socket.socket:
+    with bed.enter("peer"):
+        tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    tx.bind((bed.peer.ifname, 0))
+    return tx
+
+
+def _capture(bed) -> socket.socket:
+    """Every frame the peer's veth receives (AF_PACKET, ETH_P_ALL)."""
+    with bed.enter("peer"):
+        cap = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    cap.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE: hold a whole burst
+    cap.bind((bed.peer.ifname, 0))
+    cap.settimeout(5)
+    return cap
+
+
+def _captured_from(cap: socket.socket, bed, sport: int, n: int) -> list[bytes]:
+    """The next n TCP frames from the stack side's sport (others are skipped)."""
+    from pystack.wire.frame import parse_frame
+
+    out: list[bytes] = []
+    while len(out) < n:
+        f = cap.recv(4096)
+        if len(f) > 34 and f[12:14] == b"\x08\x00" and f[23] == 6:
+            if parse_frame(f).segment.src_port == sport and f[26:30] == socket.inet_aton(
+                    bed.stack.ip):
+                out.append(f)
+    return out
+
+
+def _burst(bed) -> list[bytes]:
+    """Ten in-order 1000-byte segments of one flow (one TSval), three duplicate ACKs of
+    another flow, then three ACKs of it that only advance."""
+    eth = Ether(src=bed.peer.mac, dst=bed.stack.mac) / IP(src=bed.peer.ip, dst=bed.stack.ip)
+    ts = [("NOP", None), ("NOP", None), ("Timestamp", (100, 200))]
+    data = [eth / TCP(sport=41000, dport=PORT, flags="A", seq=1000 + 1000 * i, ack=5,
+                      window=500, options=ts) / (bytes([0x41 + i]) * 1000) for i in range(10)]
+    dup = [eth / TCP(sport=41001, dport=PORT, flags="A", seq=7, ack=900, window=500,
+                     options=ts) for _ in range(3)]
+    adv = [eth / TCP(sport=41001, dport=PORT, flags="A", seq=7, ack=900 + 1448 * (i + 1),
+                     window=500, options=ts) for i in range(3)]
+    return [bytes(f) for f in data + dup + adv]
+
+
+def _receive_burst(bed, dp, program) -> list[TcpSegment]:
+    frames = _burst(bed)
+    before = program.actions()["redirect"]
+    tx = _raw_tx(bed)
+    for f in frames:
+        tx.send(f)
+    tx.close()
+    # All of them in the rx ring before the one receive() that takes them as one batch.
+    wait_for(lambda: program.actions()["redirect"] - before >= len(frames), 5,
+             "the burst to reach the AF_XDP socket")
+    return dp.receive()
+
+
+@pytest.mark.parametrize("c_batch", [True, False])
+def test_gro_merges_a_burst_and_keeps_duplicate_acks(bed, dp, program, c_batch):
+    dp.c_batch = c_batch
+    segs = _receive_burst(bed, dp, program)
+    assert [(s.src_port, s.gso_segs) for s in segs] == [
+        (41000, 10), (41001, 1), (41001, 1), (41001, 1), (41001, 3)]
+    data = segs[0]
+    assert (data.seq, data.gso_size, len(data.payload)) == (1000, 1000, 10000)
+    assert data.payload == b"".join(bytes([0x41 + i]) * 1000 for i in range(10))
+    assert data.options.timestamp == (100, 200)
+    assert [s.ack for s in segs[1:]] == [900, 900, 900, 900 + 3 * 1448]
+    assert dp.stats.rx_frames == 16 and dp.stats.rx_segments == 5
+    dp.xsk.check()
+
+
+def test_tso_segment_leaves_as_mss_sized_frames(bed, dp):
+    bed.run("stack", ["ping", "-c", "1", "-W", "2", bed.peer.ip])  # resolve the MAC
+    cap = _capture(bed)
+    payload = bytes(range(256)) * 20  # 5120 bytes: 5 frames of 1000, one of 120
+    seg = TcpSegment(ip_int(bed.stack.ip), ip_int(bed.peer.ip), PORT, 42000, 0xFFFFF000, 9,
+                     ACK | 0x08, 1000, payload=payload, gso_size=1000)
+    assert dp.send([seg]) == 1
+    frames = _captured_from(cap, bed, PORT, 6)
+    cap.close()
+    from pystack.io.xsk import csum_ok
+    from pystack.wire.frame import parse_frame
+
+    got = [parse_frame(f).segment for f in frames]
+    assert all(csum_ok(f) for f in frames)
+    assert [s.seq for s in got] == [(0xFFFFF000 + 1000 * i) & 0xFFFFFFFF for i in range(6)]
+    assert [s.flags for s in got] == [ACK] * 5 + [ACK | 0x08]
+    assert b"".join(bytes(s.payload) for s in got) == payload
+    assert dp.stats.tx_frames == 6 and dp.stats.tx_segments == 1
+
+
+def test_segments_wait_for_tx_ring_room_instead_of_being_dropped(bed, program):
+    bed.run("stack", ["ping", "-c", "1", "-W", "2", bed.peer.ip])
+    with bed.enter("stack"):
+        d = Datapath(bed.stack.ifname, program=program, frames=256, ring_size=32, batch=32)
+    try:
+        cap = _capture(bed)
+        segs = [TcpSegment(ip_int(bed.stack.ip), ip_int(bed.peer.ip), PORT, 42001, 1000 * i, 9,
+                           ACK, 1000, payload=b"b" * 1000) for i in range(300)]
+        queued = d.send(segs)
+        assert queued < 300 and d.tx_backlog == 300 - queued, "the ring took everything"
+        wait_for(lambda: d.send([]) >= 0 and d.tx_backlog == 0, 5, "the backlog to drain")
+        frames = _captured_from(cap, bed, PORT, 300)
+        cap.close()
+        from pystack.wire.frame import parse_frame
+
+        assert [parse_frame(f).segment.seq for f in frames] == [1000 * i for i in range(300)]
+        assert d.stats.tx_ring_full == 0 and d.stats.tx_segments == 300
+        d.xsk.complete()
+        d.xsk.check()
+    finally:
+        d.close()

@@ -413,3 +413,171 @@ def test_matches_per_byte_model(
         exp = model.next_seg(mss, high_rxt, new_data)
         got_seg = sb.next_seg(w(una), w(nxt), mss, w(high_rxt), new_data=new_data)
         assert got_seg == (None if exp is None else (w(exp[0]), w(exp[1])))
+
+
+# -- extensions used by the connection (pystack/tcp/recovery.py) ---------------------------
+
+
+def test_last_new_lists_newly_sacked_ranges() -> None:
+    sb = Scoreboard()
+    sb.on_ack(0, blocks(0, (1000, 2000)), 10_000)
+    assert sb.last_new == [(1000, 2000)]
+    sb.on_ack(0, blocks(0, (500, 3000), (5000, 6000)), 10_000)
+    assert sb.last_new == [(500, 1000), (2000, 3000), (5000, 6000)]
+    sb.on_ack(0, blocks(0, (500, 3000)), 10_000)
+    assert sb.last_new == []
+
+
+def test_lost_below_marks_every_unsacked_octet_lost() -> None:
+    """After an RTO (Linux tcp_timeout_mark_lost) un-SACKed data below the mark is lost."""
+    sb = Scoreboard()
+    una, nxt = 0, 10_000
+    sb.on_ack(una, blocks(0, (2000, 3000)), nxt)
+    sb.mark_retransmitted(0, 1000)
+    sb.mark_lost_below(una, 8000)
+    assert sb.retransmitted_ranges() == []  # retransmissions in flight presumed lost too
+    assert sb.is_lost(1500, MSS) and sb.is_lost(7999, MSS) and not sb.is_lost(8000, MSS)
+    assert sb.pipe(una, nxt, MSS) == 2000  # only 8000..10000
+    # NextSeg walks the lost region in order, skipping SACKed and retransmitted data.
+    assert sb.next_seg(una, nxt, MSS, 0, skip_rxt=True) == (0, 1000)
+    sb.mark_retransmitted(0, 1000)
+    assert sb.next_seg(una, nxt, MSS, 1000, skip_rxt=True) == (1000, 2000)
+    assert sb.next_seg(una, nxt, MSS, 2000, skip_rxt=True) == (3000, 4000)
+    assert sb.pipe(una, nxt, MSS) == 3000
+    sb.clear_lost()
+    assert not sb.is_lost(5000, MSS)
+    sb.mark_lost_below(una, 4000)
+    sb.on_ack(4000, [], nxt)
+    assert not sb.is_lost(4000, MSS)  # the mark is gone once the ACK passes it
+
+
+def test_skip_rxt_and_unmark() -> None:
+    sb, una, nxt = make_recovery()  # holes 0, 2, 4 lost; 8-9 not
+    sb.mark_retransmitted(una, una + 1000)
+    sb.mark_retransmitted(una + 2000, una + 3000)
+    # HighRxt left behind (a lost retransmission lowered it): skip_rxt still finds 4.
+    assert sb.next_seg(una, nxt, MSS, una, skip_rxt=True) == (una + 4000, una + 5000)
+    sb.unmark_retransmitted(una + 2000, una + 3000)  # that retransmission was lost
+    assert sb.next_seg(una, nxt, MSS, una, skip_rxt=True) == (una + 2000, una + 3000)
+    assert sb.ever_retransmitted(una + 2000, una + 3000)  # but it was retransmitted once
+    assert not sb.ever_retransmitted(una + 4000, una + 5000)
+
+
+def test_rescue_seg_is_the_highest_unsacked_segment() -> None:
+    sb = Scoreboard()
+    sb.on_ack(0, blocks(0, (1000, 4000)), 6000)
+    assert sb.rescue_seg(0, 6000, MSS) == (5000, 6000)  # the tail above the last SACK
+    sb.on_ack(0, blocks(0, (1000, 6000)), 6000)
+    assert sb.rescue_seg(0, 6000, 600) == (400, 1000)  # else the highest hole
+    sb.on_ack(1000, [], 6000)
+    assert sb.rescue_seg(1000, 6000, MSS) is None  # everything SACKed
+
+
+def test_fresh_hole_len_empty_active() -> None:
+    sb = Scoreboard()
+    assert sb.empty and not sb.active
+    sb.on_ack(0, blocks(0, (1000, 2000)), 5000)
+    assert not sb.empty and sb.active
+    assert sb.hole_len(0, 5000, 1460) == 1000  # stops at the SACKed block
+    sb.mark_retransmitted(0, 1000)
+    assert not sb.fresh(0, 2000)  # retransmitted, then SACKed
+    assert sb.fresh(0, 3000)
+    sb.on_ack(5000, [], 5000)
+    assert sb.empty
+
+
+def test_range_set_remove_and_gaps() -> None:
+    from pystack.tcp.scoreboard import _RangeSet
+
+    r = _RangeSet()
+    r.add(0, 10)
+    r.add(20, 30)
+    r.remove(5, 25)
+    assert list(zip(r.starts, r.ends, strict=True)) == [(0, 5), (25, 30)] and r.total == 10
+    assert r.gaps(0, 40) == [(5, 25), (30, 40)]
+    r.remove(0, 100)
+    assert r.total == 0 and not r.starts
+
+
+class LossModel(Model):
+    """The per-byte model with Linux's RTO marks and NextSeg skipping retransmissions."""
+
+    def __init__(self, una: int, dupthresh: int = 3) -> None:
+        super().__init__(una, dupthresh)
+        self.lost_below: int | None = None
+
+    def lost(self, x: int, mss: int) -> bool:
+        if not self.una <= x < self.nxt or x in self.sacked:
+            return False
+        if self.lost_below is not None and x < self.lost_below:
+            return True
+        return super().lost(x, mss)
+
+    def next_seg2(self, mss: int, high_rxt: int, new_data: bool,
+                  skip: bool) -> tuple[int, int] | None:
+        tops = []
+        if self.sacked:
+            tops.append(max(self.sacked) + 1)
+        if self.lost_below is not None:
+            tops.append(self.lost_below)
+        if not tops:
+            return None
+        top = min(max(tops), self.nxt)
+        cands = [x for x in range(max(self.una, high_rxt), top)
+                 if x not in self.sacked and not (skip and x in self.rxt)]
+
+        def seg(s: int) -> tuple[int, int]:
+            e = s
+            while (e < s + mss and e < top and e not in self.sacked
+                   and not (skip and e in self.rxt)):
+                e += 1
+            return (s, e)
+
+        for x in cands:
+            if self.lost(x, mss):
+                return seg(x)
+        if new_data or not cands:
+            return None
+        # rule (3): the first candidate of the first hole (per hole, not per octet)
+        return seg(cands[0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    base=st.one_of(st.integers(0, M), st.integers(SEQ_MOD - 60, M)),
+    mss=st.integers(1, 6),
+    steps=st.lists(st.tuples(
+        st.integers(0, 8), st.integers(0, 12),
+        st.lists(st.tuples(st.integers(0, 40), st.integers(1, 8)), max_size=3),
+        st.one_of(st.none(), st.tuples(st.integers(0, 40), st.integers(1, 8))),
+        st.one_of(st.none(), st.integers(0, 40)),  # RTO: mark lost below una + this
+        st.booleans(),  # skip_rxt
+    ), min_size=1, max_size=8),
+)
+def test_lost_marks_and_skip_rxt_match_per_byte_model(base: int, mss: int,
+                                                      steps: list[tuple]) -> None:  # type: ignore[type-arg]
+    sb = Scoreboard()
+    model = LossModel(base)
+    una, nxt = base, base + 20
+    for d_una, d_nxt, raw, rxt, rto, skip in steps:
+        nxt += d_nxt
+        una = min(una + d_una, nxt)
+        blks = [(una + s, una + s + ln) for s, ln in raw]
+        sb.on_ack(w(una), [(w(a), w(b)) for a, b in blks], w(nxt))
+        model.ack(una, blks, nxt)
+        if model.lost_below is not None and model.lost_below <= una:
+            model.lost_below = None
+        if rto is not None:
+            sb.mark_lost_below(w(una), w(una + rto))
+            model.lost_below = una + rto
+            model.rxt = set()
+        if rxt is not None:
+            a = una + rxt[0]
+            sb.mark_retransmitted(w(a), w(a + rxt[1]))
+            model.rxt |= set(range(max(a, una), a + rxt[1]))
+        for x in range(una - 2, nxt + 2):
+            assert sb.is_lost(w(x), mss) == model.lost(x, mss), x
+        assert sb.pipe(w(una), w(nxt), mss) == model.pipe(mss)
+        exp = model.next_seg2(mss, una, False, skip)
+        got = sb.next_seg(w(una), w(nxt), mss, w(una), new_data=False, skip_rxt=skip)
+        assert got == (None if exp is None else (w(exp[0]), w(exp[1])))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from pystack.tcp.settings import SETTINGS_SPEC, Settings
+from pystack.tcp.settings import READ_ONLY, SETTINGS_SPEC, Settings
 
 
 def test_linux_defaults() -> None:
@@ -83,8 +83,20 @@ def test_attribute_assignment_is_validated() -> None:
 def test_items_copy_and_repr() -> None:
     s = Settings(tcp_sack=0)
     names = [n for n, _ in s.items()]
-    assert len(names) == len(SETTINGS_SPEC) and "net.ipv4.tcp_sack" in names
+    assert len(names) == len(SETTINGS_SPEC) + len(READ_ONLY) and "net.ipv4.tcp_sack" in names
     t = s.copy()
     t.tcp_sack = 1
     assert s.tcp_sack == 0
     assert "tcp_sack=0" in repr(s)
+
+
+def test_available_congestion_control_is_read_only_and_lists_the_registry() -> None:
+    from pystack import cc
+
+    s = Settings()
+    assert s.get("net.ipv4.tcp_available_congestion_control") == " ".join(cc.available())
+    assert "reno" in s.format("tcp_available_congestion_control").split()
+    assert ("net.ipv4.tcp_available_congestion_control", s.get(
+        "tcp_available_congestion_control")) in list(s.items())
+    with pytest.raises(ValueError, match="read-only"):
+        s.set("net.ipv4.tcp_available_congestion_control", "reno")

@@ -120,6 +120,29 @@ def test_tcp_info_fields() -> None:
     assert info["segs_out"] == 3 and info["segs_in"] == 2
 
 
+def test_tcp_info_ss_timing_and_memory_fields() -> None:
+    h = Harness()
+    c = h.established_client()
+    c.send(b"x" * 10)
+    h.recv()
+    h.now = 0.05
+    h.send(ACK, R, L + 10, payload=b"yy")
+    h.recv()
+    h.now = 0.08
+    h.engine.poll(h.now)
+    info = c.tcp_info()
+    # ms since the last data sent, data received and ACK received (ss lastsnd/rcv/ack)
+    assert (info["lastsnd"], info["lastrcv"], info["lastack"]) == (80, 30, 30)
+    assert info["minrtt"] == 50.0
+    assert info["delivered"] == 1 and info["total_retrans"] == 0
+    assert info["reordering"] == 3
+    # rcv_space: the autotuning measure, 10 * advmss until bulk data arrives
+    assert info["rcv_space"] == 14600 and info["rcv_rtt"] == 0
+    # ss -m: 2 bytes unread, the default receive buffer; nothing unacknowledged; the
+    # send buffer grew to 2 x cwnd x MSS (tcp_sndbuf_expand)
+    assert info["skmem"] == {"r": 2, "rb": 131072, "t": 0, "tb": 29200}
+
+
 def test_sizes_siocinq_siocoutq() -> None:
     h = Harness()
     c = h.established_client(window=100)
