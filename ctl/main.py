@@ -198,11 +198,12 @@ def _run_attached(args: argparse.Namespace, ports: list[int], settings: Any,
         from pystack.xdp.program import attached_prog_id
 
         extra = f", metrics http://{args.metrics}/metrics" if args.metrics else ""
-        print(f"pystack: attached to {args.iface} ({args.mode}, XDP program id "
-              f"{attached_prog_id(host.dp.ifindex)}), ports {','.join(map(str, ports))}, app "
-              f"{args.app}{extra}, control @pystack/{args.iface}, pid {os.getpid()}; "
-              "Ctrl-C to detach", flush=True)
-        host.run_forever()
+        ready = (f"pystack: attached to {args.iface} ({args.mode}, XDP program id "
+                 f"{attached_prog_id(host.dp.ifindex)}), ports {','.join(map(str, ports))}, "
+                 f"app {args.app}{extra}, control @pystack/{args.iface}, pid {os.getpid()}; "
+                 "Ctrl-C to detach")
+        # Printed once SIGINT/SIGTERM detach cleanly (the loop's handlers are in place).
+        host.run_forever(on_ready=lambda: print(ready, flush=True))
     finally:
         if control is not None:
             control.close()

@@ -211,9 +211,10 @@ class Host:
     def step(self, max_wait: float = 0.2) -> int:
         return self.stack.step(max_wait)
 
-    def run_forever(self) -> None:
-        """Run in this thread until stop() or SIGINT/SIGTERM."""
-        self.stack.run_forever()
+    def run_forever(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Run in this thread until stop() or SIGINT/SIGTERM; `on_ready` runs once the
+        signal handlers are installed."""
+        self.stack.run_forever(on_ready)
 
     def start(self, max_wait: float = 0.02) -> None:
         """Run the loop in a background thread, inside this host's network namespace."""

@@ -217,7 +217,11 @@ class Stack:
 
     # ---- end of the extra-descriptor hook ----------------------------------------------
 
-    def run_forever(self) -> None:
+    def run_forever(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Run in this thread until stop() or SIGINT/SIGTERM. `on_ready` runs once the
+        signal handlers are in place (a "ready" line printed earlier could let a signal in
+        before them)."""
+
         def on_signal(signum: int, _frame: object) -> None:
             log.info("signal %d: stopping", signum)
             self.stop()
@@ -225,6 +229,8 @@ class Stack:
         old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         self._thread = threading.current_thread()
         try:
+            if on_ready is not None:
+                on_ready()
             while not self._stopping:
                 self.step()
         finally:
@@ -259,8 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in args.port:
             dp.own_port(p)
         stack = Stack(dp, RefuseAll())
-        print(f"ready pid={os.getpid()} iface={args.iface} ports={args.port}", flush=True)
-        stack.run_forever()
+        ready = f"ready pid={os.getpid()} iface={args.iface} ports={args.port}"
+        stack.run_forever(on_ready=lambda: print(ready, flush=True))
     return 0
 
 

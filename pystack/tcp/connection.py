@@ -98,6 +98,9 @@ from pystack.tcp.window import RcvSpace, WindowMixin
 __all__ = ["Connection", "EventCallback"]
 
 
+# States in which segment text is still accepted (RFC 9293 §3.10.7.4, seventh step).
+_RCV_STATES = frozenset({TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2})
+
 
 class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, WindowMixin, _Sock):
     """A TCP connection (TCB of RFC 9293 §3.3.1 plus the socket around it)."""
@@ -780,6 +783,15 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
     # Segment arrival (RFC 9293 §3.10.7)
     # =================================================================================
     def _input(self, seg: TcpSegment, now: float) -> None:
+        rb = self._rcvbuf
+        if seg.payload and self._f & F_ACK_NOW and rb is not None and rb.ooo and (
+            self.state in _RCV_STATES
+        ):
+            # RFC 5681 §4.2: every out-of-order segment gets its own immediate (duplicate)
+            # ACK, as Linux sends one per skb. One input batch can carry several: ACK the
+            # previous one now, before this one changes the SACK blocks; otherwise ranges
+            # between holes might never be reported and the sender would resend them.
+            self._emit(self.engine._tx, now, ACK, self.snd_nxt)
         self.segs_in += seg.gso_segs  # segments GRO merged count one by one, as Linux
         if seg.payload:
             self.data_segs_in += seg.gso_segs

@@ -142,6 +142,22 @@ def test_sack_blocks_for_out_of_order_data_most_recent_first() -> None:
     h.expect(flags="A", ack=R + 25, sack_blocks=[(R + 30, R + 40)])
 
 
+def test_each_out_of_order_segment_of_one_batch_gets_its_own_ack() -> None:
+    """RFC 5681 §4.2, as Linux acks per skb: five out-of-order segments with holes between
+    them arrive in one input batch (no poll between); five ACKs leave, and every range is
+    the first SACK block of one of them, although only three blocks fit in each."""
+    h = _full()
+    _established_ts(h)
+    ts = TcpOptions(timestamp=(600, 0))
+    starts = [10, 30, 50, 70, 90]
+    for s in starts:
+        h.send(ACK, R + s, L, 1000, bytes(10), options=ts)
+    acks = h.recv()
+    assert [a.ack for a in acks] == [R] * 5
+    assert [a.options.sack_blocks[0] for a in acks] == [(R + s, R + s + 10) for s in starts]
+    assert all(len(a.options.sack_blocks) <= 3 for a in acks)
+
+
 def test_at_most_three_sack_blocks_with_timestamps() -> None:
     h = _full()
     _established_ts(h)
