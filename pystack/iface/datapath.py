@@ -80,7 +80,8 @@ class Datapath:
         self.ifname = ifname
         self.mode = mode
         self.c_batch = c_batch
-        self.tso_segs = TSO_SEGS
+        # A TSO segment must fit the tx ring at once (half of it, so a batch still moves).
+        self.tso_segs = max(1, min(TSO_SEGS, ring_size // 2))
         self.gro = gro  # pystack.io.batch GRO_DATA | GRO_ACKS, 0: every frame alone
         self.stats = DatapathStats()
         self._own_program = program is None
@@ -145,6 +146,11 @@ class Datapath:
     def wait(self, timeout: float | None) -> bool:
         assert self.xsk is not None
         return self.xsk.wait(timeout)
+
+    def spin(self, usec: int) -> bool:
+        """Busy-poll for frames up to `usec` microseconds; True when frames are ready."""
+        assert self.xsk is not None
+        return self.xsk.spin(usec)
 
     def receive(self) -> list[TcpSegment]:
         """One batch of received segments (possibly empty). Never raises on bad frames."""

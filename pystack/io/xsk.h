@@ -54,6 +54,9 @@ uint32_t ps_tx_submit(struct ps_xsk *x, const struct ps_desc *descs, uint32_t n,
 uint32_t ps_tx_complete(struct ps_xsk *x);
 /* Wait for rx frames up to timeout_ms; returns >0 if readable, 0 on timeout, -errno. */
 int ps_xsk_wait(struct ps_xsk *x, int timeout_ms);
+/* Busy-poll: spin on the rx ring (no syscall) for up to usec microseconds; 1 as soon as
+ * frames are ready, 0 when the time is up. */
+int ps_xsk_spin(struct ps_xsk *x, uint32_t usec);
 void ps_xsk_get_stats(struct ps_xsk *x, struct ps_xsk_stats *st);
 /* Walk the per-frame state table and check it against the counters: 0 if consistent. */
 int ps_xsk_check(struct ps_xsk *x);

@@ -97,6 +97,11 @@ class XskSocket:
             raise XskError(-r, "poll on AF_XDP socket failed")
         return r > 0
 
+    def spin(self, usec: int) -> bool:
+        """Busy-poll the rx ring for up to `usec` microseconds (no syscall, the GIL
+        released); True as soon as frames are ready."""
+        return bool(lib.ps_xsk_spin(self._x, usec))
+
     def recv(self) -> int:
         """Fill `rx_descs` with up to `batch` frames; returns the count. Release them after.
         Each desc has addr, len, flags (the XDP program's META_* flags) and syncookie (with

@@ -559,7 +559,7 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
             "data_segs_out": self.data_segs_out,
             "delivered": tp.delivered if tp else 0,
             "unacked": self._packets_out(),
-            "retrans": self.total_retrans,
+            "retrans": self._retrans_out(),  # Linux tcpi_retrans: retransmitted, in flight
             "total_retrans": self.total_retrans,
             "lost": 0,
             "reordering": self.engine.settings.tcp_reordering,
@@ -720,6 +720,9 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
 
     def _fail(self, err: int) -> None:
         """Tear down with an error the user will see (RFC 9293 §3.10.7: "connection reset")."""
+        if err == errno.ETIMEDOUT:
+            # Linux tcp_write_err: retransmission, SYN, persist, keepalive and user timeouts.
+            self.engine.mib["TCPAbortOnTimeout"] += 1
         self.error = err
         self._set_state(TcpState.CLOSED)
         self._release()
@@ -729,6 +732,8 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         self._compute_snd_mss()
         tp = CcState(mss=self.snd_mss)
         tp.now_us = int(now * 1e6)
+        # tcp_metrics (metrics_cache.py): Linux tcp_init_metrics, before the CC init.
+        self.engine.tcp_metrics.init_conn(self, tp, now)
         try:
             ops = cc.get(self._cc_name())
         except KeyError:
@@ -745,6 +750,10 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
 
     def _enter_time_wait(self, now: float) -> None:
         eng = self.engine
+        # tcp_metrics (metrics_cache.py): Linux tcp_time_wait -> tcp_update_metrics (an
+        # orphan's FIN-WAIT-2 saved them when its timer was armed, tcp_time_wait there).
+        if not (self.state == TcpState.FIN_WAIT_2 and self._f & F_ORPHAN and self._t_wait):
+            eng.tcp_metrics.save(self, now)
         if eng.tw_count >= eng.settings.tcp_max_tw_buckets:
             # Linux tcp_time_wait: no TIME-WAIT bucket left -> just close
             # (TCPTimeWaitOverflow); the ACK of the peer's FIN still goes out first.
@@ -777,6 +786,7 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
                 self._release()
                 return
             if self._t_wait is None:
+                self.engine.tcp_metrics.save(self, now)  # tcp_metrics: tcp_time_wait(FW2)
                 self._t_wait = now + self._fin_time()
 
     # =================================================================================

@@ -63,6 +63,11 @@ F_SYN_RETRANS = 1 << 24  # SYN or SYN-ACK was retransmitted (Karn)
 F_URG_INLINE_SEEN = 1 << 25
 F_IN_ORPHANS = 1 << 26  # counted in engine.orphan_count
 F_IN_TW = 1 << 27  # counted in engine.tw_count
+# Tail Loss Probe (recovery.py): the retransmission timer slot doubles as the probe timer,
+# as Linux's ICSK_TIME_LOSS_PROBE shares icsk_retransmit_timer.
+F_LOSS_PROBE = 1 << 30  # _t_rtx is the probe timeout (PTO), not the RTO
+F_TLP_ARM = 1 << 31  # an ACK advanced SND.UNA: reschedule the probe (FLAG_SET_XMIT_TIMER)
+TCP_TIMEOUT_MIN = 0.002  # Linux TCP_TIMEOUT_MIN (2 jiffies at HZ=1000)
 
 # Urgent data state (Linux tp->urg_data).
 URG_NONE = 0

@@ -25,7 +25,7 @@ import struct
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 
-from pystack.tcp import cookies
+from pystack.tcp import cookies, twreuse
 from pystack.tcp import fastopen as tfo
 from pystack.tcp import seq as sq
 from pystack.tcp.buffers import MemAccount
@@ -41,6 +41,7 @@ from pystack.tcp.constants import (
     TCP_MSS_DEFAULT,
     EventCallback,
 )
+from pystack.tcp.metrics_cache import MetricsCache
 from pystack.tcp.settings import Settings
 from pystack.tcp.sockopt import _Sock
 from pystack.tcp.state import OPTION_NAMES, TCP_FASTOPEN_CONNECT, TcpState
@@ -239,6 +240,8 @@ class TcpEngine:
         self._chal_count = 0
         # Fast Open keys, client cookie cache and blackhole state (pystack/tcp/fastopen.py).
         self.fastopen = tfo.FastOpen(self)
+        # Per-destination metrics saved at close, read at establishment (Linux tcp_metrics).
+        self.tcp_metrics = MetricsCache(self.settings)
 
     # =================================================================================
     # User API
@@ -288,16 +291,14 @@ class TcpEngine:
         if now is not None:
             self._now = max(self._now, now)
         now = self._now
+        bound = local_port is not None
         if local_port is None:
             local_port = self._ephemeral_port(local_ip, remote_ip, remote_port)
         t = FourTuple(local_ip, local_port, remote_ip, remote_port)
         old = self.connections.get(t)
-        if old is not None:
-            if old.state == TcpState.TIME_WAIT and self.settings.tcp_tw_reuse:
-                self._remove(old)
-                self.mib["TWRecycled"] += 1
-            else:
-                raise OSError(errno.EADDRINUSE, "four-tuple in use")
+        # tcp_tw_reuse (twreuse.py): a TIME-WAIT four-tuple is taken over below.
+        if old is not None and not twreuse.unique(self, old, bound, now):
+            raise OSError(errno.EADDRINUSE, "four-tuple in use")
         c = Connection(self, t)
         c.on_event = on_event
         if options:
@@ -319,6 +320,8 @@ class TcpEngine:
         c._write_seq = sq.add(iss, 1)
         c._snd_sml = iss
         c._ts_offset = self._ts_offset(t)
+        if old is not None:
+            twreuse.take_over(self, old, c)  # tcp_tw_reuse: ISN after the old SND.NXT
         c._set_state(TcpState.SYN_SENT)
         c._f |= F_SEND_SYN
         self.connections[t] = c
@@ -356,7 +359,7 @@ class TcpEngine:
         c = self.connections.get(t)
         if c is not None:
             if c.state == TcpState.TIME_WAIT and self._tw_syn(c, seg):
-                isn_hint = sq.add(c.snd_nxt, 65535 + 2)
+                isn_hint = sq.add(c.snd_nxt, 65535 + 2) or 1  # never 0 (Linux)
                 lst = self._find_listener(seg)
                 if lst is not None:
                     self.mib["TWRecycled"] += 1
@@ -556,7 +559,9 @@ class TcpEngine:
         return max(hint, TCP_MIN_MSS)
 
     def _ephemeral_port(self, local_ip: int, remote_ip: int, remote_port: int) -> int:
-        """RFC 6056 §3.3.3 style: hash-chosen start, then the first free port."""
+        """RFC 6056 §3.3.3 style: hash-chosen start, then the first free port (or one
+        whose four-tuple is in a TIME-WAIT tcp_tw_reuse lets us take over, Linux
+        ``__inet_check_established``)."""
         lo, hi = self.settings.ip_local_port_range
         n = hi - lo + 1
         h = hashlib.blake2s(struct.pack(">IIH", local_ip, remote_ip, remote_port),
@@ -565,10 +570,9 @@ class TcpEngine:
         for i in range(n):
             port = lo + (offset + self._port_counter + i) % n
             t = FourTuple(local_ip, port, remote_ip, remote_port)
-            if t in self.connections or (local_ip, port) in self.listeners or (
-                0,
-                port,
-            ) in self.listeners:
+            old = self.connections.get(t)
+            if (old is not None and not twreuse.unique(self, old, False, self._now)) or (
+                local_ip, port) in self.listeners or (0, port) in self.listeners:
                 continue
             self._port_counter += i + 1
             return port

@@ -59,6 +59,7 @@ COOKIE_SIZE = 8  # Linux TCP_FASTOPEN_COOKIE_SIZE (RFC 7413 §4.1.1 allows 4..16
 MAX_TCP_OPTION_SPACE = 40  # reserved from the SYN's data room (Linux tcp_send_syn_data)
 CACHE_SIZE = 1024  # destinations remembered (Linux bounds tcp_metrics similarly)
 BLACKHOLE_MAX_SHIFT = 6  # the pause doubles up to 2**6 times (Linux)
+MEMO_SIZE = 4096  # server cookies remembered per address pair (cleared when full)
 
 _KEY_PART = r"(?:0[xX])?([0-9a-fA-F]{1,8})"
 _KEY_RE = re.compile(rf"^{_KEY_PART}-{_KEY_PART}-{_KEY_PART}-{_KEY_PART}$")
@@ -151,6 +152,8 @@ class FastOpen:
         self._random_key: bytes | None = None
         self.disable_times = 0  # Linux net->ipv4.tfo_active_disable_times
         self.disable_stamp = 0.0  # and tfo_active_disable_stamp
+        self._memo: dict[tuple[int, int], bytes] = {}  # (client, server) -> primary cookie
+        self._memo_key: bytes | None = None  # the primary key the memo was made with
 
     # =================================================================================
     # Keys and cookies (server)
@@ -170,15 +173,30 @@ class FastOpen:
         return self._keys
 
     def cookie_for(self, client_ip: int, server_ip: int) -> bytes:
-        """A fresh cookie under the primary key (Linux ``tcp_fastopen_cookie_gen``)."""
-        return make_cookie(self.keys()[0], client_ip, server_ip)
+        """A fresh cookie under the primary key (Linux ``tcp_fastopen_cookie_gen``).
+        Remembered per address pair (pure-Python SipHash costs ~9 µs; a client opening
+        many connections asks again and again), forgotten when the keys change."""
+        keys = self.keys()
+        memo = self._memo
+        if self._memo_key is not keys[0]:
+            memo.clear()
+            self._memo_key = keys[0]
+        pair = (client_ip, server_ip)
+        c = memo.get(pair)
+        if c is None:
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()
+            c = memo[pair] = make_cookie(keys[0], client_ip, server_ip)
+        return c
 
     def check_cookie(self, cookie: bytes, client_ip: int, server_ip: int) -> int:
         """0 if invalid, else 1 + the index of the key that made it (Linux
         ``tcp_fastopen_cookie_gen_check``)."""
-        for i, key in enumerate(self.keys()):
+        if self.cookie_for(client_ip, server_ip) == cookie:
+            return 1
+        for i, key in enumerate(self.keys()[1:]):
             if make_cookie(key, client_ip, server_ip) == cookie:
-                return i + 1
+                return i + 2
         return 0
 
     # =================================================================================

@@ -58,6 +58,15 @@ class InputMixin:
             return
         if not f & SYN:
             return
+        tsopt = seg.options.timestamp
+        if (
+            not ack_ok
+            and self.ts_recent_age is not None  # TS.Recent inherited (tcp_tw_reuse, twreuse.py)
+            and tsopt is not None
+            and sq.lt(tsopt[0], self.ts_recent)
+            and now - self.ts_recent_age <= PAWS_IDLE
+        ):
+            return  # RFC 7323 §5.3 PAWS on a crossing SYN (Linux tcp_rcv_synsent_state_process)
         # Fourth: the SYN.
         self.irs = seg.seq
         self.rcv_nxt = sq.add(seg.seq, 1)
@@ -288,12 +297,13 @@ class InputMixin:
             # acknowledged now; start what ESTABLISHED would have (Linux
             # tcp_rcv_synrecv_state_fastopen from FIN-WAIT-1).
             self._on_established(now)
-        # RFC 7323 §4.3 (2): remember TSval if the segment covers Last.ACK.sent.
+        if not self._process_ack(seg, now):
+            return  # discarded (e.g. an ACK of unsent data): its TSval is not remembered
+        # RFC 7323 §4.3 (2): remember TSval if the segment covers Last.ACK.sent; after the
+        # ACK check, as Linux tcp_ack, so a forged segment cannot poison PAWS.
         if ts is not None and sq.le(seg.seq, self.rcv_wup) and sq.ge(ts[0], self.ts_recent):
             self.ts_recent = ts[0]
             self.ts_recent_age = now
-        if not self._process_ack(seg, now):
-            return
         st = self.state
         if st == TcpState.FIN_WAIT_1 and self._fin_acked():
             self._enter_fin_wait_2(now)
@@ -303,6 +313,7 @@ class InputMixin:
             self._enter_time_wait(now)
             return
         elif st == TcpState.LAST_ACK and self._fin_acked():
+            eng.tcp_metrics.save(self, now)  # tcp_metrics (metrics_cache.py): as Linux
             self._set_state(TcpState.CLOSED)
             self._release()
             return

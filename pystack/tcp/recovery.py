@@ -17,7 +17,10 @@ in ``tcp_input.c`` (``tcp_ack`` -> ``tcp_sacktag_write_queue``, ``tcp_fastretran
 * ECN (RFC 3168): negotiation on the SYNs, ECT(0) on new data, CE -> ECE until CWR, one
   cwnd reduction per window on ECE (the CWR state);
 * switching the congestion-control algorithm of a live connection (TCP_CONGESTION, Linux
-  ``tcp_reinit_congestion_control``).
+  ``tcp_reinit_congestion_control``);
+* Tail Loss Probe (RFC 8985 §7, Linux ``tcp_schedule_loss_probe``/``tcp_send_loss_probe``/
+  ``tcp_process_tlp_ack``; ``tcp_early_retrans`` 3 or 4): a probe after 2*SRTT instead of
+  waiting for the RTO when the tail of a flight is lost.
 
 Windows are in segments as in Linux (``CcState``); RFC 6675's pipe is in octets.
 Counters use Linux's TcpExt names.
@@ -31,7 +34,20 @@ from typing import TYPE_CHECKING, Any
 from pystack import cc
 from pystack.cc.base import CaEvent, CaState
 from pystack.tcp import seq as sq
-from pystack.tcp.constants import F_ACK_NOW, F_RTX_ONE, F_SACK, F_TS, TCP_INIT_CWND
+from pystack.tcp.constants import (
+    _SYNC_NOT_TW,
+    F_ACK_NOW,
+    F_LOSS_PROBE,
+    F_PERSIST,
+    F_RTX_ONE,
+    F_SACK,
+    F_TLP_ARM,
+    F_TS,
+    TCP_INIT_CWND,
+    TCP_RTO_MIN,
+    TCP_TIMEOUT_INIT,
+    TCP_TIMEOUT_MIN,
+)
 from pystack.tcp.scoreboard import Scoreboard
 from pystack.tcp.state import TCP_CONGESTION, TcpState
 from pystack.wire.segment import ACK, CWR, ECE, SYN, TcpSegment
@@ -47,6 +63,8 @@ __all__ = [
     "ECN_SEEN",
     "ECT0",
     "ECT1",
+    "F_LOSS_PROBE",
+    "F_TLP_ARM",
     "FRTO_NEW",
     "FRTO_ON",
     "NOT_ECT",
@@ -69,6 +87,7 @@ CE = 3
 FRTO_ON = 1  # F-RTO runs for the current timeout
 FRTO_NEW = 2  # step 2.b: the next output sends new data instead of retransmissions
 
+
 class RecState:
     """Loss-recovery state of one connection, made at the first sign of loss, reordering
     or D-SACK: a connection that never saw any keeps none (``Connection._rs`` is None), so
@@ -90,6 +109,9 @@ class RecState:
         "last_advance",  # bytes of the last cumulative ACK advance (RFC 6582 §4.1)
         "partials",  # partial ACKs in this recovery (NewReno Impatient timer)
         "dsack_dups",  # segments reported as duplicates by D-SACK (tcp_info)
+        "tlp_high",  # Linux tlp_high_seq: SND.NXT when the probe went out, None = no episode
+        "tlp_seg",  # the probe's [start, end), until its delivery proves earlier losses
+        "tlp_rxt",  # Linux tlp_retrans: the probe was a retransmission
     )
 
     def __init__(self, reordering: int) -> None:
@@ -102,6 +124,9 @@ class RecState:
         self.undo_retrans = -1
         self.undo_tsval: int | None = None
         self.frto = self.last_advance = self.partials = self.dsack_dups = 0
+        self.tlp_high: int | None = None
+        self.tlp_seg: tuple[int, int] | None = None
+        self.tlp_rxt = False
 
 
 class _Field:
@@ -163,6 +188,9 @@ class RecoveryMixin:
     _last_advance = _Field(0)
     _partials = _Field(0)
     _dsack_dups = _Field(0)
+    _tlp_high = _Field(None)
+    _tlp_seg = _Field(None)
+    _tlp_rxt = _Field(False)
 
     # =================================================================================
     # ACK side
@@ -178,6 +206,10 @@ class RecoveryMixin:
         if tp is None or ops is None:
             return
         advanced = acked > 0
+        if advanced:
+            # Linux FLAG_SET_XMIT_TIMER: the timer _new_ack rearms is the RTO; the next
+            # output may turn it into a probe timeout (tcp_set_xmit_timer).
+            self._f = (self._f | F_TLP_ARM) & ~F_LOSS_PROBE
         ece = bool(self._ecn & ECN_OK and seg.flags & ECE and not seg.flags & SYN)
         rs = self._rs
         if (
@@ -218,6 +250,8 @@ class RecoveryMixin:
             dup = is_dup and not (seg.options.sack_blocks and self._f & F_SACK)
         if dup:
             self._dupacks += 1
+        if self._tlp_high is not None:
+            self._process_tlp_ack(seg, advanced, newly_sacked)
         may_raise = self._fastretrans_alert(
             seg, prior_una, acked, pkts, dup, newly_sacked, orig, ece, mss
         )
@@ -355,6 +389,7 @@ class RecoveryMixin:
         tp.prior_cwnd = tp.snd_cwnd
         tp.snd_ssthresh = self.cc.ssthresh(tp)
         self._ecn_queue_cwr()
+        self._tlp_high = None  # a reduction ends the TLP episode (Linux 6.x)
 
     def _end_cwnd_reduction(self, st: CaState) -> None:
         """cwnd at the end of a recovery or CWR that was not undone."""
@@ -500,6 +535,7 @@ class RecoveryMixin:
         if sb is not None and self.snd_una != self.snd_nxt and sb.is_sacked(self.snd_una):
             self.engine.mib["TCPSACKReneging"] += 1
             self._t_rtx = now + max((self.rtt.srtt or 0.0) / 16, 0.01)
+            self._f &= ~F_LOSS_PROBE
 
     # ---------------------------------------------------------------------------------
     # Undo of spurious reductions (RFC 2883/3708, RFC 3522, RFC 5682; Linux undo_*)
@@ -650,6 +686,8 @@ class RecoveryMixin:
             self._set_ca_state(_LOSS)
         self._high_seq = self.snd_nxt
         self._recover = self.snd_nxt  # RFC 6582 §3.2 step 6, RFC 6675 §5.1
+        self._tlp_high = None  # Linux tcp_enter_loss: the TLP episode is over
+        self._tlp_seg = None
         self._ecn_queue_cwr()
         # RFC 5682 §3.1 step 1 (Linux): not when a recovery is under way, except for
         # repeated timeouts of the same segment.
@@ -730,6 +768,7 @@ class RecoveryMixin:
                     # The fast retransmit restarts the timer (Linux); NewReno's partial
                     # ACKs follow RFC 6582's Impatient rule in _rearm_on_ack instead.
                     self._t_rtx = now + self._rto_clamped(now)
+                    self._f &= ~F_LOSS_PROBE
                 sent += 1
         if tp is None:
             return sent, False
@@ -810,7 +849,8 @@ class RecoveryMixin:
         return sent
 
     def _retransmit(
-        self, now: float, out: list[TcpSegment], seq: int, size: int, *, rescue: bool = False
+        self, now: float, out: list[TcpSegment], seq: int, size: int, *, rescue: bool = False,
+        probe: bool = False,
     ) -> int:
         """Retransmit up to ``size`` bytes at ``seq`` with the bookkeeping recovery needs
         (Linux ``tcp_retransmit_skb``); returns the sequence space sent."""
@@ -835,7 +875,8 @@ class RecoveryMixin:
         if sb is not None:
             sb.mark_retransmitted(seq, end, in_flight=not rescue)
         self._karn_mark(seq, end)
-        if tp is not None and not rto_head:
+        if tp is not None and not rto_head and not probe:
+            # (Linux counts these in tcp_xmit_retransmit_queue only: not for a TLP.)
             self.engine.mib["TCPSlowStartRetrans" if loss else "TCPFastRetrans"] += 1
         return span
 
@@ -942,6 +983,138 @@ class RecoveryMixin:
             tp is not None and tp.ca_state == _RECOVERY and not self._f & F_SACK
             and self._partials > 1
         )
+
+    # =================================================================================
+    # Tail Loss Probe (RFC 8985 §7; Linux tcp_schedule_loss_probe, tcp_send_loss_probe,
+    # tcp_process_tlp_ack)
+    # =================================================================================
+    def _schedule_loss_probe(self, now: float, advancing: bool) -> bool:
+        """Linux ``tcp_schedule_loss_probe`` (RFC 8985 §7.2): with SACK, tcp_early_retrans
+        3 or 4 and data outstanding in the Open or CWR state, the retransmission timer
+        becomes the probe timeout PTO = 2*SRTT (+ TCP_RTO_MIN for one segment in flight,
+        the peer's delayed ACK; else + TCP_TIMEOUT_MIN), never later than the RTO.
+        ``advancing``: an ACK just advanced SND.UNA (the RTO restarts from now)."""
+        tp = self.ccs
+        if (
+            tp is None
+            or self.engine.settings.tcp_early_retrans not in (3, 4)
+            or not self._f & F_SACK
+            or self.snd_una == self.snd_nxt
+            or (tp.ca_state != _OPEN and tp.ca_state != _CWR)
+            or self.state not in _SYNC_NOT_TW  # (not a Fast Open child in SYN-RECEIVED)
+        ):
+            return False
+        srtt = self.rtt.srtt
+        if srtt:
+            one = self._inflight(self.snd_nxt, self._eff_mss()) == 1
+            pto = 2 * srtt + (TCP_RTO_MIN if one else TCP_TIMEOUT_MIN)
+        else:
+            pto = TCP_TIMEOUT_INIT  # no RTT sample yet
+        rto = self._rto_clamped(now)
+        delta = rto if advancing else self._rto_delta(now, rto)
+        if delta > 0:
+            pto = min(pto, delta)  # "if the RTO formula yields an earlier time, use it"
+        self._t_rtx = now + pto
+        self._f = (self._f | F_LOSS_PROBE) & ~F_PERSIST
+        return True
+
+    def _rto_delta(self, now: float, rto: float) -> float:
+        """Linux ``tcp_rto_delta_us``: how far in the future the RTO of the oldest
+        outstanding segment is (its send time + RTO - now)."""
+        q = self._txtimes
+        if q and q[0][1] >= 0:
+            return rto - (now - q[0][1])
+        return rto
+
+    def _rearm_rto(self, now: float) -> None:
+        """Linux ``tcp_rearm_rto`` while the probe timer was pending: the RTO of the oldest
+        outstanding segment, at least 1 ms from now."""
+        self._f &= ~F_LOSS_PROBE
+        self._t_rtx = now + max(self._rto_delta(now, self._rto_clamped(now)), 0.001)
+
+    def _loss_probe_timeout(self, now: float) -> None:
+        """Linux ``tcp_send_loss_probe`` (RFC 8985 §7.3): send one new segment if the
+        receive window allows (cwnd does not apply), else retransmit the last segment;
+        at most one probe per episode (tlp_high_seq).  The RTO is then restarted."""
+        tp = self.ccs
+        if self.snd_una == self.snd_nxt or self.state not in _SYNC_NOT_TW or tp is None:
+            self._f &= ~F_LOSS_PROBE
+            return
+        if tp.ca_state != _OPEN and tp.ca_state != _CWR:
+            # Recovery started after the probe was scheduled (a stale PTO): the RTO rules.
+            self._rearm_rto(now)
+            return
+        if self._tlp_high is not None:
+            self._rearm_rto(now)  # at most one outstanding TLP
+            return
+        mss = self._eff_mss()
+        out = self.engine._tx
+        una = self.snd_una
+        nxt = self.snd_nxt
+        if self._new_data_ok(mss):
+            start = nxt
+            span = self._xmit(now, out, start, mss, retrans=False)
+            rxt = False
+        else:
+            # The last segment: from the last send boundary (_txtimes), at most one MSS
+            # of data before SND.NXT (and the FIN, if it was sent).
+            data_end = self._write_seq if sq.gt(nxt, self._write_seq) else nxt
+            start = sq.add(data_end, -mss)
+            q = self._txtimes
+            if q and len(q) >= 2 and sq.gt(q[-2][0], start) and sq.lt(q[-2][0], data_end):
+                start = q[-2][0]
+            if sq.lt(start, una):
+                start = una
+            if self._retrans_stamp is None and q:
+                # Linux: retrans_stamp is the probed segment's first send time, so the
+                # tcp_retries2 / TCP_USER_TIMEOUT clock starts at the original transmission.
+                self._retrans_stamp = q[-1][1] if q[-1][1] >= 0 else None
+            span = self._retransmit(now, out, start, mss, probe=True)
+            rxt = True
+        if span <= 0:
+            self._rearm_rto(now)
+            return
+        self._tlp_high = self.snd_nxt  # record SND.NXT for the loss detection
+        self._tlp_seg = (start, sq.add(start, span))
+        self._tlp_rxt = rxt
+        self.engine.mib["TCPLossProbes"] += 1
+        self._f &= ~F_LOSS_PROBE
+        self._t_rtx = now + self._rto_clamped(now)  # the RTO restarts from the probe
+
+    def _process_tlp_ack(self, seg: TcpSegment, advanced: bool, newly_sacked: int) -> None:
+        """Linux ``tcp_process_tlp_ack`` (RFC 8985 §7.4): ends the TLP episode and, when
+        the probe repaired a loss, reduces cwnd once (TCPLossProbeRecovery)."""
+        una = self.snd_una
+        probe = self._tlp_seg
+        sb = self._sb
+        if probe is not None and sb is not None and newly_sacked and sb.is_sacked(probe[0]):
+            # RFC 8985 §6.2 (RACK) applied to the probe: it was delivered, and every
+            # un-SACKed octet below it was sent at least a PTO (more than the reordering
+            # window) before it: lost.  Recovery then starts on this ACK.
+            self._tlp_seg = None
+            if sq.lt(una, probe[0]):
+                sb.mark_lost_below(una, probe[0])
+        high = self._tlp_high
+        if high is None or sq.lt(una, high):
+            return
+        dsack = sb.last_dsack if sb is not None and seg.options.sack_blocks else None
+        if not self._tlp_rxt:
+            self._tlp_high = None  # a probe of new data was acknowledged
+        elif (dsack is not None and dsack[1] == high
+              and sq.sub(dsack[1], dsack[0]) <= self._eff_mss()):
+            # FLAG_DSACK_TLP (a D-SACK of one segment ending at tlp_high_seq): the
+            # original and the probe both arrived, no loss.
+            self._tlp_high = None
+        elif sq.gt(una, high):
+            # The ACK goes past the probe without a D-SACK: the probe repaired a loss.
+            self._init_cwnd_reduction()  # (ends the episode)
+            self._set_ca_state(_CWR)
+            self._end_cwnd_reduction(_CWR)
+            self._try_keep_open()
+            self.engine.mib["TCPLossProbeRecovery"] += 1
+        elif not (advanced or seg.payload or newly_sacked
+                  or (seg.window << self.snd_wscale) != self.snd_wnd):
+            self._tlp_high = None  # pure duplicate ACK: both arrived, no loss
 
     # =================================================================================
     # ECN (RFC 3168)

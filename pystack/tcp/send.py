@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from pystack.cc.base import CaEvent, CaState
 from pystack.tcp import seq as sq
+from pystack.tcp.constants import F_LOSS_PROBE, F_TLP_ARM
 from pystack.tcp.recovery import ECN_DEMAND_CWR, ECN_OK
 from pystack.tcp.state import (
     TcpState,
@@ -57,10 +58,17 @@ class SendMixin:
                 self._send_syn(now, out, SYN | ACK | self._ecn_syn_flags())
             elif f & F_ACK_NOW:
                 self._emit(out, now, ACK, self.snd_nxt)
-            return
-        if st in (TcpState.CLOSED, TcpState.LISTEN):
+            # ---- Fast Open child (helper I3): data leaves once the SYN-ACK is out, before
+            # the client's ACK (RFC 7413 §4.2.2; Linux tcp_fastopen_create_child). Not while
+            # the SYN-ACK is being retransmitted: the data then follows the handshake.
+            fo = self._fo
+            if fo is None or not fo.child or self._f & (F_SEND_SYN | F_SYN_RETRANS):
+                return
+            # ---- end Fast Open child: fall through to the data output below.
+        elif st in (TcpState.CLOSED, TcpState.LISTEN):
             return
         sent = 0
+        nxt0 = self.snd_nxt  # new data sent -> maybe a loss probe (RFC 8985 §7.2)
         if st != TcpState.TIME_WAIT and st != TcpState.CLOSE_WAIT or self._sndbuf is not None:
             if st != TcpState.TIME_WAIT:
                 sent = self._output_data(now, out)
@@ -70,7 +78,7 @@ class SendMixin:
             self._emit(out, now, ACK, self.snd_nxt)
         self._f &= ~F_PUSH_ONCE
         if st != TcpState.TIME_WAIT and self.state != TcpState.CLOSED:
-            self._arm_rtx_after_output(now)
+            self._arm_rtx_after_output(now, self.snd_nxt != nxt0)
 
     def _send_syn(self, now: float, out: list[TcpSegment], flags: int) -> None:
         fo = self._fo
@@ -369,20 +377,27 @@ class SendMixin:
             rto = min(rto, max(remaining, 0.001))
         return rto
 
-    def _arm_rtx_after_output(self, now: float) -> None:
+    def _arm_rtx_after_output(self, now: float, new_data: bool = False) -> None:
         """Arm the retransmission timer (RFC 6298 §5.1) or the persist timer (RFC 9293
-        §3.8.6.1) after sending."""
+        §3.8.6.1) after sending; after new data or an ACK that advanced SND.UNA, the
+        retransmission timer may become the tail loss probe timer (RFC 8985 §7.2, Linux
+        ``tcp_schedule_loss_probe`` from ``tcp_write_xmit`` and ``tcp_set_xmit_timer``)."""
+        f = self._f
         if self.snd_una != self.snd_nxt:
-            if self._t_rtx is None or self._f & F_PERSIST:
-                self._f &= ~F_PERSIST
+            if self._t_rtx is None or f & F_PERSIST:
+                self._f &= ~(F_PERSIST | F_LOSS_PROBE)
                 self._t_rtx = now + self._rto_clamped(now)
+            if new_data or f & F_TLP_ARM:
+                self._f &= ~F_TLP_ARM
+                self._schedule_loss_probe(now, not new_data)
         elif sq.sub(self._write_seq, self.snd_nxt) > 0 and self.state in _SYNC_NOT_TW:
+            self._f &= ~(F_LOSS_PROBE | F_TLP_ARM)
             if self._t_rtx is None:
                 self._f |= F_PERSIST
                 self._t_rtx = now + self._probe_interval()
         else:
             self._t_rtx = None
-            self._f &= ~F_PERSIST
+            self._f &= ~(F_PERSIST | F_LOSS_PROBE | F_TLP_ARM)
 
     def _probe_interval(self) -> float:
         base = max(self.rtt.rto, TCP_RTO_MIN)

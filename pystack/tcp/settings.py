@@ -99,6 +99,8 @@ SETTINGS_SPEC: dict[str, _Spec] = {
     "tcp_invalid_ratelimit": _Spec(_I, "int", 500, 0, _INT_MAX),
     "tcp_autocorking": _Spec(_I, "int", 1, 0, 1),
     "tcp_no_metrics_save": _Spec(_I, "int", 0, 0, 1),
+    # Linux >= 5.6 (ip-sysctl.rst): 1 = the metrics cache neither saves nor reads ssthresh.
+    "tcp_no_ssthresh_metrics_save": _Spec(_I, "int", 1, 0, 1),
     "tcp_retrans_collapse": _Spec(_I, "int", 1, 0, 1),
     "tcp_workaround_signed_windows": _Spec(_I, "int", 0, 0, 1),
     "tcp_notsent_lowat": _Spec(_I, "int", 0xFFFFFFFF, 0, 0xFFFFFFFF),

@@ -59,6 +59,7 @@ from pystack.tcp.constants import (
     retrans_to_secs,
     secs_to_retrans,
 )
+from pystack.tcp.tcpinfo import pack_tcp_info  # TCP_INFO (helper I2)
 
 
 class _Sock:
@@ -219,8 +220,9 @@ class _Sock:
             raise OSError(errno.ENOPROTOOPT, f"unsupported TCP option {optname}")
         self._option_changed(optname)
 
-    def getsockopt(self, level: int, optname: int) -> int | str:
-        """Linux ``getsockopt`` counterpart of :meth:`setsockopt`."""
+    def getsockopt(self, level: int, optname: int) -> int | str | bytes:
+        """Linux ``getsockopt`` counterpart of :meth:`setsockopt`; TCP_INFO gives the
+        248 bytes of Linux 6.x's ``struct tcp_info`` (:mod:`pystack.tcp.tcpinfo`)."""
         s = self.engine.settings
         if level == SOL_SOCKET:
             if optname == SO_RCVBUF:
@@ -266,7 +268,10 @@ class _Sock:
         if optname in (TCP_FASTOPEN, TCP_FASTOPEN_CONNECT):
             return int(self._opt(optname, 0))  # Fast Open
         if optname == TCP_INFO:
-            raise OSError(errno.ENOPROTOOPT, "use tcp_info()")
+            # Linux tcp_get_info: a listener reports its state and little else.
+            info = self.tcp_info() if hasattr(self, "tcp_info") else {}
+            state = getattr(self, "state", TcpState.CLOSED)
+            return pack_tcp_info(info, int(state), s.tcp_reordering)
         raise OSError(errno.ENOPROTOOPT, f"unsupported TCP option {optname}")
 
     def _flag(self, bit: int, on: int) -> None:

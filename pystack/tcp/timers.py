@@ -1,5 +1,5 @@
-"""Timers: retransmission (RFC 6298), persist, keepalive (RFC 1122 §4.2.3.6), delayed ACK,
-TIME-WAIT and FIN-WAIT-2.
+"""Timers: retransmission (RFC 6298) and tail loss probe (RFC 8985 §7), persist, keepalive
+(RFC 1122 §4.2.3.6), delayed ACK, TIME-WAIT and FIN-WAIT-2.
 """
 
 from __future__ import annotations
@@ -8,6 +8,7 @@ import errno
 from typing import TYPE_CHECKING
 
 from pystack.tcp import seq as sq
+from pystack.tcp.constants import F_LOSS_PROBE
 from pystack.tcp.state import (
     TCP_DEFER_ACCEPT,
     TCP_SYNCNT,
@@ -64,6 +65,8 @@ class TimerMixin:
             if self._f & F_PERSIST:
                 self._f &= ~F_PERSIST
                 self._persist_timeout(now)
+            elif self._f & F_LOSS_PROBE:
+                self._loss_probe_timeout(now)  # RFC 8985 §7.3 TLP (recovery.py)
             else:
                 self._rto_timeout(now)
             if self.state == TcpState.CLOSED:

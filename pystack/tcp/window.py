@@ -144,6 +144,10 @@ class WindowMixin(MtuMixin):
                                           len(self.engine.connections)):
             if not locked:
                 self.sndbuf_size = max(min(self.sndbuf_size, queued >> 1), SOCK_MIN_SNDBUF)
+            if queued == 0:
+                # Linux sk_forced_mem_schedule: with nothing queued the first skb is always
+                # charged, so every connection makes progress over tcp_mem[2].
+                return min(lim, self._eff_mss())
             return queued
         return lim
 

@@ -288,10 +288,25 @@ def test_kernel_client_answered_and_closed_before_the_handshake_completes(bed, h
     lst = host.call(lambda: host.serve(PORT, OneShot))
     host.call(lambda: lst.set_option("TCP_FASTOPEN", 16))
     assert kernel_request(bed, b"one", PORT) == b"answer to one"  # gets the cookie
-    n = len(capture.frames)
     assert kernel_request(bed, b"two", PORT) == b"answer to two"
-    second = [Ether(f) for f in capture.frames[n:]]
-    ours = [p for p in second if TCP in p and p[TCP].sport == PORT]
+
+    def frames() -> list[Any]:
+        return [p for p in map(Ether, list(capture.frames)) if TCP in p]
+
+    # The second connection is the one whose SYN carried "two"; the capture thread may
+    # still trail its last frames (and the first connection's), so select by its port
+    # and wait for our FIN.
+    syn = wait_for(lambda: next((p for p in frames() if p[TCP].dport == PORT
+                                 and "S" in str(p[TCP].flags)
+                                 and bytes(p[TCP].payload) == b"two"), None), 10,
+                   "the client's SYN with data in the capture")
+    client_port = syn[TCP].sport
+
+    def ours_now() -> list[Any]:
+        return [p for p in frames() if p[TCP].sport == PORT and p[TCP].dport == client_port]
+
+    ours = wait_for(lambda: (o := ours_now()) and any("F" in str(p[TCP].flags) for p in o)
+                    and o, 10, "our FIN in the capture")
     # Our SYN-ACK first, then the answer and the FIN.
     assert ours[0][TCP].flags == "SA"
     assert any(bytes(p[TCP].payload) == b"answer to two" for p in ours)

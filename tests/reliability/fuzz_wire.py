@@ -27,7 +27,9 @@ with atheris.instrument_imports():
     from pystack.wire.frame import RxFrame, build_frame, coalesce, parse_frame
     from pystack.wire.segment import TcpSegment
 
-from pystack.io._xsk import ffi  # noqa: E402  (C: not instrumented, compared instead)
+# C code: not instrumented, compared with the Python parser instead.
+from pystack.io._xsk import ffi  # noqa: E402
+
 from pystack.io.batch import GRO_ALL, REASON, RxParser  # noqa: E402
 from pystack.io.xsk import csum_ok  # noqa: E402
 from pystack.xdp.abi import META_CSUM_OK  # noqa: E402

@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +33,7 @@ if TYPE_CHECKING:  # imported by name, pytest would try to collect the class Tes
     from pystack.testbed import Testbed
 
 MB = 1_000_000
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 ECHO_PORT = 7
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -303,7 +306,7 @@ class Injector:
 
     def tcp(self, sport: int, dport: int, seq: int, ack: int, flags: int, *,
             window: int = 65535, options: bytes = b"", payload: bytes = b"",
-            src: str | None = None) -> bytes:
+            src: str | None = None, ip_flags: str = "DF") -> bytes:
         """An Ethernet/IPv4/TCP frame with raw option bytes (padded with EOL to a 32-bit
         boundary, so any junk fits) and correct checksums (scapy's, not pystack's)."""
         opts = options + b"\x00" * (-len(options) % 4)
@@ -311,7 +314,8 @@ class Injector:
         hdr = struct.pack("!HHIIBBHHH", sport, dport, seq & MASK, ack & MASK,
                           (5 + len(opts) // 4) << 4, flags, window, 0, 0)
         tcp = bytearray(hdr + opts + payload)
-        ip = IP(src=src or self.bed.peer.ip, dst=self.bed.stack.ip, proto=6, ttl=64)
+        ip = IP(src=src or self.bed.peer.ip, dst=self.bed.stack.ip, proto=6, ttl=64,
+                flags=ip_flags)
         struct.pack_into("!H", tcp, 16, in4_chksum(6, ip, bytes(tcp)))
         return self.eth + bytes(ip / bytes(tcp))
 
@@ -332,3 +336,48 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+class StackProcess:
+    """tests/reliability/stackproc.py on the bed's stack side (its own XDP program, so it
+    compiles one: seconds). `request(verb)` talks to its control socket; `stop()` is
+    SIGTERM (a clean detach), `kill()` SIGKILL."""
+
+    def __init__(self, bed: Testbed, *args: str, ready_timeout: float = 90.0) -> None:
+        import sys
+
+        from tests.helpers import read_line
+
+        self.bed = bed
+        self.proc = bed.spawn("stack", [sys.executable, "-m", "tests.reliability.stackproc",
+                                        bed.stack.ifname, *args],
+                              stdout=subprocess.PIPE, text=True, cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": ROOT})
+        line = read_line(self.proc, ready_timeout)
+        assert line.startswith("ready "), f"stack process did not start: {line!r} " \
+            f"rc={self.proc.poll()}"
+        self.pid = int(line.split()[1])
+
+    def request(self, verb: str, **args: Any) -> Any:
+        from pystack.control import request
+
+        with self.bed.enter("stack"):
+            return request(self.bed.stack.ifname, verb, **args)
+
+    def probe(self) -> dict[str, Any]:
+        return self.request("probe")
+
+    def sysctl(self, name: str, value: object | None = None) -> str:
+        """Read a setting (as /proc/sys prints it), or write it first."""
+        if value is not None:
+            return str(self.request("sysctl", write=f"{name}={value}")[0][1])
+        return str(self.request("sysctl", names=[name])[0][1])
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)

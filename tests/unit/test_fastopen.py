@@ -115,12 +115,14 @@ def test_valid_cookie_data_is_readable_before_the_handshake_completes() -> None:
     mib = h.engine.mib
     assert (mib["TCPFastOpenPassive"], mib["PassiveOpens"]) == (1, 1)
     assert lst._fo_qlen == 1 and lst._syn_recv == 0
-    # The reply written before the handshake leaves once it completes.
+    # The reply written before the handshake leaves at once, as Linux sends it (RFC 7413
+    # §4.2.2: the server may send data before the handshake completes).
     assert c.send(b"reply") == 5
-    h.expect_none()
-    h.send(ACK, REMOTE_ISN + 1 + len(DATA), LOCAL_ISN + 1)
+    h.expect(flags="PA", seq=LOCAL_ISN + 1, ack=REMOTE_ISN + 1 + len(DATA), payload=b"reply")
+    assert c.state == TcpState.SYN_RECEIVED
+    h.send(ACK, REMOTE_ISN + 1 + len(DATA), LOCAL_ISN + 6)
     assert c.state == TcpState.ESTABLISHED
-    h.expect(flags="PA", seq=LOCAL_ISN + 1, payload=b"reply")
+    h.expect_none()
     assert mib["PassiveOpens"] == 1 and mib["CurrEstab"] == 1
     assert lst._fo_qlen == 0
 
@@ -577,3 +579,86 @@ def test_child_gives_up_with_etimedout() -> None:
     assert len(sent) == 2
     assert c.state == TcpState.CLOSED and c.error == errno.ETIMEDOUT
     assert "closed" in errors and lst._fo_qlen == 0
+
+
+# =====================================================================================
+# A Fast Open child answers before the client's handshake ACK (as Linux does)
+# =====================================================================================
+def answer(lst: object, kind: str) -> None:
+    c = lst.accept()  # type: ignore[attr-defined]
+    if c is not None:
+        c.send(c.recv(100).upper())
+
+
+def test_child_answer_leaves_right_after_the_syn_ack() -> None:
+    h, lst = server()
+    lst.on_event = answer
+    fo_syn(h, cookie_a(), DATA)
+    end = REMOTE_ISN + 1 + len(DATA)
+    segs = h.recv()
+    assert [(s.flags, s.seq, s.ack, bytes(s.payload)) for s in segs] == [
+        (SYN | ACK, LOCAL_ISN, end, b""),
+        (ACK | PSH, LOCAL_ISN + 1, end, DATA.upper()),
+    ]
+    (c,) = h.engine.connections.values()
+    assert c.state == TcpState.SYN_RECEIVED
+    # The client's ACK covers both: nothing is sent again.
+    h.send(ACK, end, LOCAL_ISN + 1 + len(DATA))
+    assert c.state == TcpState.ESTABLISHED and c.snd_una == c.snd_nxt
+    h.advance(5.0)
+    assert not [s for s in h.recv() if s.payload]
+    assert h.engine.mib["RetransSegs"] == 0
+
+
+def test_lost_child_answer_is_retransmitted_after_the_handshake() -> None:
+    h, lst = server()
+    lst.on_event = answer
+    fo_syn(h, cookie_a(), DATA)
+    end = REMOTE_ISN + 1 + len(DATA)
+    assert len(h.recv()) == 2  # the answer is lost; the SYN-ACK arrives
+    h.send(ACK, end, LOCAL_ISN + 1)  # acknowledges the SYN-ACK only
+    (c,) = h.engine.connections.values()
+    assert c.state == TcpState.ESTABLISHED
+    h.expect_none()
+    h.advance(0.3)  # the RTO: the SYN-ACK's RTT sample (0 here) makes it tcp_rto_min
+    again = [s for s in h.recv() if s.payload]
+    assert [(s.seq, bytes(s.payload)) for s in again] == [(LOCAL_ISN + 1, DATA.upper())]
+    assert h.engine.mib["RetransSegs"] >= 1
+    h.send(ACK, end, LOCAL_ISN + 1 + len(DATA))
+    assert c.snd_una == c.snd_nxt
+
+
+def test_answer_waits_while_the_syn_ack_is_retransmitted() -> None:
+    h, lst = server()
+    fo_syn(h, cookie_a(), DATA)
+    end = REMOTE_ISN + 1 + len(DATA)
+    c = lst.accept()
+    assert c is not None
+    h.expect(flags="SA", ack=end)  # lost
+    h.advance(1.0)
+    h.expect(flags="SA", seq=LOCAL_ISN, ack=end)  # the retransmitted SYN-ACK
+    # Written now: held until the handshake completes (the client may not be there).
+    c.send(b"late")
+    h.expect_none()
+    h.send(ACK, end, LOCAL_ISN + 1)
+    h.expect(flags="PA", seq=LOCAL_ISN + 1, payload=b"late")
+
+
+def test_passive_cookie_computed_once_per_syn(monkeypatch: pytest.MonkeyPatch) -> None:
+    import pystack.tcp.fastopen as fo_mod
+
+    calls: list[int] = []
+    real = fo_mod.siphash24
+
+    def counting(key: bytes, msg: bytes) -> int:
+        calls.append(1)
+        return real(key, msg)
+
+    cookie = cookie_a()
+    monkeypatch.setattr(fo_mod, "siphash24", counting)
+    h, lst = server()
+    fo_syn(h, cookie, DATA)
+    assert lst.accept() is not None and len(calls) <= 1
+    fo_syn(h, cookie, DATA, src_port=REMOTE_PORT + 1)
+    assert lst.accept() is not None and len(calls) <= 1  # same client: cached
+    assert h.engine.mib["TCPFastOpenPassive"] == 2

@@ -158,7 +158,8 @@ def test_frto_real_loss_falls_back_to_go_back_n() -> None:
 
 
 def test_frto_sack_enhanced_real_loss() -> None:
-    p = Peer(sack=True)
+    # tcp_early_retrans 0: no tail loss probe before the RTO (test_recovery_tlp has that).
+    p = Peer(sack=True, tcp_early_retrans=0)
     p.h.advance(p.c.rtt.rto)
     assert p.take() == [0]
     assert p.ack(1) == [10, 11]

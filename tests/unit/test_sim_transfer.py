@@ -118,7 +118,9 @@ def test_established_connection_times_out_when_the_link_dies() -> None:
     assert net.run(until=start + 2000, stop=lambda: c.state == TcpState.CLOSED)
     assert c.error == errno.ETIMEDOUT
     assert 900 < net.now - start < 930  # tcp_retries2 = 15 -> ~924.6 s with RTO 200 ms
-    assert a.mib["RetransSegs"] == 15
+    # One tail loss probe (RFC 8985 §7, tcp_early_retrans 3) first, then 15 RTOs.
+    assert a.mib["TCPLossProbes"] == 1
+    assert a.mib["RetransSegs"] == 1 + 15
 
 
 def test_keepalive_probes_answered_keep_connection() -> None:
