@@ -167,10 +167,15 @@ def kernel_sendto(bed: Any, data: bytes, dst: str, port: int) -> bytes:
 
 
 def syn_and_synack(cap: Capture, port: int, client_port: int) -> tuple[Any, Any]:
-    pkts = [p for p in cap.tcp(port) if client_port in (p[TCP].sport, p[TCP].dport)]
-    syn = next(p for p in pkts if p[TCP].flags == "S")
-    synack = next(p for p in pkts if p[TCP].flags == "SA")
-    return syn, synack
+    """The handshake's SYN and SYN-ACK, once the capture thread has caught up with them."""
+
+    def both() -> tuple[Any, Any] | None:
+        pkts = [p for p in cap.tcp(port) if client_port in (p[TCP].sport, p[TCP].dport)]
+        syn = next((p for p in pkts if p[TCP].flags == "S"), None)
+        synack = next((p for p in pkts if p[TCP].flags == "SA"), None)
+        return (syn, synack) if syn is not None and synack is not None else None
+
+    return wait_for(both, 10, f"the SYN and SYN-ACK of port {client_port} in the capture")
 
 
 # =====================================================================================
@@ -186,7 +191,8 @@ def test_kernel_client_gets_a_cookie_then_its_syn_data_is_read_before_the_handsh
     # First contact: the kernel asks for a cookie; its data follows the handshake.
     assert kernel_sendto(bed, b"first", bed.stack.ip, PORT) == b"FIRST"
     cookie = cookie_for(bed.peer.ip, bed.stack.ip)
-    syn, synack = syn_and_synack(capture, PORT, capture.tcp(PORT)[0][TCP].sport)
+    first = wait_for(lambda: capture.tcp(PORT), 10, "the first connection in the capture")
+    syn, synack = syn_and_synack(capture, PORT, first[0][TCP].sport)
     assert tfo_option(syn) == b"" and not syn[TCP].payload
     assert tfo_option(synack) == cookie  # the cookie is bound to the client's address
     assert synack[TCP].ack == syn[TCP].seq + 1
@@ -197,11 +203,12 @@ def test_kernel_client_gets_a_cookie_then_its_syn_data_is_read_before_the_handsh
     # Second connection: the SYN carries the cookie and the data; pystack's SYN-ACK
     # acknowledges both, and the application read the data while still in SYN-RECEIVED.
     data = b"request in the SYN"
-    n = len(capture.frames)
     assert kernel_sendto(bed, data, bed.stack.ip, PORT) == data.upper()
-    second = [Ether(f) for f in capture.frames[n:]]
-    syn = next(p for p in second if TCP in p and p[TCP].flags == "S")
-    synack = next(p for p in second if TCP in p and p[TCP].flags == "SA")
+    # The SYN with the cookie and data (the capture thread may still trail it).
+    syn = wait_for(lambda: next((p for p in capture.tcp(PORT) if p[TCP].flags == "S"
+                                 and bytes(p[TCP].payload) == data), None), 10,
+                   "the SYN with data in the capture")
+    syn, synack = syn_and_synack(capture, PORT, syn[TCP].sport)
     assert tfo_option(syn) == cookie and bytes(syn[TCP].payload) == data
     assert synack[TCP].ack == syn[TCP].seq + 1 + len(data)
     assert tfo_option(synack) is None
