@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.helpers import read_line
+from tests.helpers import read_line, running_host
 
 # Directories whose tests need root and BPF (marked integration, never skipped).
 INTEGRATION_DIRS = tuple(os.path.join(os.path.dirname(__file__), d, "")
@@ -56,6 +56,13 @@ def bed() -> Iterator[object]:
         yield b
     finally:
         b.destroy()
+
+
+@pytest.fixture
+def host(bed, program) -> Iterator[object]:
+    """A started pystack Host with default settings on the bed's stack side."""
+    with running_host(bed, program) as h:
+        yield h
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 
@@ -39,3 +40,21 @@ def connect_error(sock: socket.socket, addr: tuple[str, int], timeout: float = 5
     _, w, _ = select.select([], [sock], [], timeout)
     assert w, f"connect to {addr} neither completed nor failed within {timeout}s"
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+
+
+@contextlib.contextmanager
+def running_host(bed: Any, program: Any, *sysctls: str, port: int = 0,
+                 app: Callable[..., object] | None = None, **kw: Any) -> Iterator[Any]:
+    """A started pystack Host on the bed's stack side (serving `app` on `port` when both
+    are given), closed afterwards whatever happens."""
+    from pystack.host import Host  # not at import time: unit tests never need it
+
+    with bed.enter("stack"):
+        h = Host(bed.stack.ifname, program=program, sysctls=sysctls, **kw)
+    try:
+        if port and app is not None:
+            h.serve(port, app)  # the loop is not running yet: this thread may touch it
+        h.start()
+        yield h
+    finally:
+        h.close()

@@ -20,10 +20,7 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from pystack.faults import Bottleneck
-from pystack.host import Host
 from tests.helpers import read_line
 
 RATE_MBIT = 100  # pystack alone does ~0.5 Gbit/s: both flows can fill this
@@ -99,17 +96,6 @@ class Blast:
 
 def jain(xs: list[float]) -> float:
     return sum(xs) ** 2 / (len(xs) * sum(x * x for x in xs))
-
-
-@pytest.fixture
-def host(bed, program):
-    with bed.enter("stack"):
-        h = Host(bed.stack.ifname, program=program)
-    h.start()
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def test_pystack_cubic_and_kernel_cubic_share_a_tbf_bottleneck(bed, host, record_property):

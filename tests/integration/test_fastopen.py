@@ -24,7 +24,7 @@ from pystack.host import Host
 from pystack.tcp.connection import Connection
 from pystack.tcp.fastopen import make_cookie, parse_keys
 from pystack.tcp.state import TcpState
-from tests.helpers import wait_for
+from tests.helpers import running_host, wait_for
 
 KEY = "0badc0de-12345678-9abcdef0-0fedcba9"
 PORT = 7000
@@ -114,14 +114,9 @@ def capture(bed) -> Iterator[Capture]:
 
 @pytest.fixture
 def host(bed, program) -> Iterator[Host]:
-    with bed.enter("stack"):
-        h = Host(bed.stack.ifname, program=program,
-                 sysctls=["net.ipv4.tcp_fastopen=3", f"net.ipv4.tcp_fastopen_key={KEY}"])
-    h.start()
-    try:
+    with running_host(bed, program, "net.ipv4.tcp_fastopen=3",
+                      f"net.ipv4.tcp_fastopen_key={KEY}") as h:
         yield h
-    finally:
-        h.close()
 
 
 class Upper:

@@ -50,17 +50,6 @@ def loss_program() -> Iterator[LossProgram]:
     prog.close()
 
 
-@pytest.fixture
-def host(bed, program):
-    with bed.enter("stack"):
-        h = Host(bed.stack.ifname, program=program)
-    h.start()
-    try:
-        yield h
-    finally:
-        h.close()
-
-
 class Sha256Sink(App):
     """Hashes everything received; after the peer's FIN, sends the hex digest and closes."""
 

@@ -10,24 +10,12 @@ import threading
 import pytest
 
 from pystack.apps import Echo
-from pystack.host import Host
 from pystack.sim.apps import StreamApp
 from pystack.tcp.state import TcpState
 from tests.helpers import connect_error, wait_for
 
 MB = 1_000_000
 BIG = 100 * MB
-
-
-@pytest.fixture
-def host(bed, program):
-    with bed.enter("stack"):
-        h = Host(bed.stack.ifname, program=program)
-    h.start()
-    try:
-        yield h
-    finally:
-        h.close()
 
 
 def digest(data: bytes | bytearray) -> str:

@@ -18,7 +18,7 @@ import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from scapy.layers.inet import IP, in4_chksum
 from pystack.apps import Echo
 from pystack.host import Host
 from pystack.tcp import seq as sq
+from tests import helpers
 from tests.helpers import wait_for
 
 if TYPE_CHECKING:  # imported by name, pytest would try to collect the class Testbed
@@ -64,19 +65,11 @@ def ip_int(addr: str) -> int:
 
 
 # ---- a host on the bed ---------------------------------------------------------------------
-@contextlib.contextmanager
 def running_host(bed: Testbed, program: Any, *sysctls: str, port: int = ECHO_PORT,
-                 app: Callable[..., object] = Echo, **kw: Any) -> Iterator[Host]:
-    """A started Host on the bed's stack side serving `app` on `port`; closed afterwards."""
-    with bed.enter("stack"):
-        h = Host(bed.stack.ifname, program=program, sysctls=sysctls, **kw)
-    try:
-        if port:
-            h.serve(port, app)  # the loop is not running yet: this thread may touch it
-        h.start()
-        yield h
-    finally:
-        h.close()
+                 app: Callable[..., object] = Echo, **kw: Any
+                 ) -> contextlib.AbstractContextManager[Host]:
+    """tests.helpers.running_host serving Echo on ECHO_PORT unless told otherwise."""
+    return helpers.running_host(bed, program, *sysctls, port=port, app=app, **kw)
 
 
 def counters(h: Host) -> dict[str, int]:
