@@ -64,14 +64,14 @@ while True:
     print(n, flush=True)
 """
 
+# pystack discard server; "ready" once SIGTERM stops it cleanly (the loop's handlers are in).
 PYSTACK_SINK = """
 import sys
 from pystack.apps import Discard
 from pystack.host import Host
 h = Host(sys.argv[1])
 h.serve(int(sys.argv[2]), Discard)
-print("ready", flush=True)
-h.run_forever()
+h.run_forever(on_ready=lambda: print("ready", flush=True))
 h.close()
 """
 

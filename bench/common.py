@@ -438,8 +438,8 @@ def pystack_echo_server(iface: str, port: int, fastopen: int = 0) -> None:
         lst = h.serve(port, accept, backlog=4096)
         if fastopen:
             lst.set_option("TCP_FASTOPEN", fastopen)
-        print("ready", flush=True)
-        h.run_forever()  # until SIGTERM
+        # "ready" once SIGTERM stops it cleanly (the loop's signal handlers are in place).
+        h.run_forever(on_ready=lambda: print("ready", flush=True))
 
 
 def start_server(bed: Testbed, kind: str, exe: Path, fastopen: int = 0) -> Server:

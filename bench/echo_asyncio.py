@@ -145,8 +145,7 @@ def serve_native(args: argparse.Namespace) -> None:
 
     with Host(args.iface) as host:
         host.serve(PYSTACK_PORT, Echo)
-        print("ready", flush=True)
-        host.run_forever()  # until SIGTERM
+        host.run_forever(on_ready=lambda: print("ready", flush=True))  # until SIGTERM
 
 
 async def serve(args: argparse.Namespace) -> None:

@@ -29,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from bench.bulk import PYSTACK_SINK
 from pystack.faults import LossInjector, LossProgram
 from pystack.testbed import Testbed
 
@@ -56,8 +57,7 @@ def pump(conn, kind=""):
 c = h.connect(peer, port, options={"TCP_CONGESTION": "cubic"})
 c.on_event = pump
 pump(c)
-print("ready", flush=True)
-h.run_forever()
+h.run_forever(on_ready=lambda: print("ready", flush=True))
 h.close()
 """
 
@@ -87,16 +87,6 @@ while True:
     c.close()
 """
 
-PYSTACK_SINK = """
-import sys
-from pystack.apps import Discard
-from pystack.host import Host
-h = Host(sys.argv[1])
-h.serve(int(sys.argv[2]), Discard)
-print("ready", flush=True)
-h.run_forever()
-h.close()
-"""
 
 
 def _ready(p: subprocess.Popen[str]) -> None:

@@ -132,8 +132,7 @@ def role_pystack(args: argparse.Namespace) -> None:
         _commands({"measure": lambda: h.call(measure, 60), "baseline": lambda: h.call(
             baseline, 60), "top": lambda: h.call(top, 120),
             "breakdown": lambda: h.call(lambda: breakdown(h), 60)})
-        print("ready", flush=True)
-        h.run_forever()  # until SIGTERM
+        h.run_forever(on_ready=lambda: print("ready", flush=True))  # until SIGTERM
 
 
 def _where(tb: str) -> str:
