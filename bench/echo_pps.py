@@ -23,13 +23,10 @@ import time
 from collections.abc import Callable
 
 from pystack.testbed import Testbed
+from pystack.wire.segment import ip_to_int
 
 PORT = 7777
 UDP_PORT = 7778
-
-
-def _ip(s: str) -> int:
-    return int.from_bytes(socket.inet_aton(s), "big")
 
 
 def _mac(s: str) -> bytes:
@@ -133,7 +130,8 @@ def _tcp_template(bed: Testbed) -> bytes:
     from pystack.wire.frame import build_frame
     from pystack.wire.segment import ACK, RST, TcpSegment
 
-    seg = TcpSegment(_ip(bed.peer.ip), _ip(bed.stack.ip), 40000, PORT, 1, 1, RST | ACK, 0,
+    seg = TcpSegment(ip_to_int(bed.peer.ip), ip_to_int(bed.stack.ip), 40000, PORT, 1, 1,
+                     RST | ACK, 0,
                      payload=b"p" * 10)
     out = build_frame(seg, _mac(bed.peer.mac), _mac(bed.stack.mac))
     assert isinstance(out, bytes)

@@ -33,15 +33,12 @@ import sys
 import time
 
 from pystack.testbed import Testbed
+from pystack.wire.segment import ip_to_int
 
 PORT = 7070
 FLOOD_SRCS = [f"198.18.0.{i}" for i in range(100, 251)]
 DURATION = 5.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def _ip(s: str) -> int:
-    return int.from_bytes(socket.inet_aton(s), "big")
 
 
 def _mac(s: str) -> bytes:
@@ -62,8 +59,8 @@ def role_gen(args: argparse.Namespace) -> None:
         os.sched_setaffinity(0, {cpus[-1]})
     rnd = random.Random(args.seed)
     src_mac, dst_mac = _mac(args.src_mac), _mac(args.dst_mac)
-    dst = _ip(args.dst_ip)
-    srcs = [_ip(s) for s in FLOOD_SRCS]
+    dst = ip_to_int(args.dst_ip)
+    srcs = [ip_to_int(s) for s in FLOOD_SRCS]
     frames = 4096
     with XskSocket(args.iface, frames=frames, frame_size=2048, ring_size=2048, batch=64) as x:
         descs, k = x.alloc(frames)
@@ -137,8 +134,8 @@ def role_pystack(args: argparse.Namespace) -> None:
 
     with Host(args.iface, sysctls=["net.ipv4.tcp_syncookies=2"]) as h:
         h.serve(args.port, hello)
-        print(f"ready pid={os.getpid()}", flush=True)
-        h.run_forever()  # until SIGTERM
+        ready = f"ready pid={os.getpid()}"
+        h.run_forever(on_ready=lambda: print(ready, flush=True))  # until SIGTERM
         print(json.dumps({"mib": h.mib()}), flush=True)
 
 

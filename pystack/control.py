@@ -29,6 +29,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from pystack.wire.segment import ip_to_str
+
 if TYPE_CHECKING:
     from pystack.host import Host
 
@@ -249,7 +251,7 @@ class ControlServer:
         rows: list[dict[str, Any]] = []
         for lst in eng.listeners.values():
             rows.append({"state": "LISTEN", "recv_q": lst.pending, "send_q": lst.backlog,
-                         "local": [_ip(lst.ip), lst.port], "peer": ["0.0.0.0", 0]})
+                         "local": [ip_to_str(lst.ip), lst.port], "peer": ["0.0.0.0", 0]})
         for conn in list(eng.connections.values()):
             t = conn.four_tuple
             info = conn.tcp_info()
@@ -257,8 +259,8 @@ class ControlServer:
                 "state": info["state"],
                 "recv_q": conn.readable,
                 "send_q": conn.outq,
-                "local": [_ip(t.local_ip), t.local_port],
-                "peer": [_ip(t.remote_ip), t.remote_port],
+                "local": [ip_to_str(t.local_ip), t.local_port],
+                "peer": [ip_to_str(t.remote_ip), t.remote_port],
                 "info": {k: (list(v) if isinstance(v, tuple) else v) for k, v in info.items()},
             })
         return rows
@@ -306,8 +308,6 @@ def _camel(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def _ip(ip: int) -> str:
-    return socket.inet_ntoa(ip.to_bytes(4, "big"))
 
 
 def request(ifname: str, verb: str, timeout: float = 10.0, **args: Any) -> Any:

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -31,7 +30,7 @@ from pystack.tcp import cookies
 from pystack.tcp.connection import Connection
 from pystack.tcp.engine import Listener, TcpEngine
 from pystack.tcp.settings import Settings
-from pystack.wire.segment import FourTuple, TcpSegment
+from pystack.wire.segment import FourTuple, TcpSegment, ip_to_int
 from pystack.xdp import abi
 from pystack.xdp.program import IngressProgram
 
@@ -130,8 +129,8 @@ class Host:
                 options: Mapping[str, int | str] | None = None, **kw: Any) -> Connection:
         """Active open; the flow's segments are steered to pystack by its four-tuple.
         Other keyword arguments go to TcpEngine.connect as they are."""
-        rip = _ip(remote_ip)
-        lip = _ip(local_ip) if local_ip is not None else self.dp.local_ips[0]
+        rip = ip_to_int(remote_ip)
+        lip = ip_to_int(local_ip) if local_ip is not None else self.dp.local_ips[0]
         conn = self.engine.connect(lip, rip, remote_port, options=options, **kw)
         self._own_flow(conn.four_tuple)
         return conn
@@ -276,7 +275,3 @@ def _setns(fd: int) -> None:
     if libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"setns: {os.strerror(err)}")
-
-
-def _ip(addr: str | int) -> int:
-    return addr if isinstance(addr, int) else int.from_bytes(socket.inet_aton(addr), "big")

@@ -45,6 +45,7 @@ from pystack.api.stack import Stack, default_stack
 from pystack.tcp.connection import Connection
 from pystack.tcp.engine import Listener
 from pystack.tcp.state import TcpState
+from pystack.wire.segment import ip_to_int, ip_to_str
 
 __all__ = [
     "MSG_FASTOPEN", "TCP_FASTOPEN", "TCP_FASTOPEN_CONNECT", "create_connection",
@@ -78,10 +79,8 @@ def _err(code: int, msg: str | None = None) -> OSError:
 def _ip(host: str | int | None) -> int:
     if host is None or host == "":
         return 0
-    if isinstance(host, int):
-        return host
     try:
-        return int.from_bytes(_socket.inet_aton(host), "big")
+        return ip_to_int(host)
     except OSError:
         pass
     infos = _socket.getaddrinfo(host, None, _socket.AF_INET, _socket.SOCK_STREAM)
@@ -89,7 +88,7 @@ def _ip(host: str | int | None) -> int:
 
 
 def _addr(ip: int, port: int) -> tuple[str, int]:
-    return (_socket.inet_ntoa(ip.to_bytes(4, "big")), port)
+    return (ip_to_str(ip), port)
 
 
 class socket:  # noqa: N801 - the name of the thing it imitates

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import errno
 import os
-import socket as _socket
 import threading
 import time
 import weakref
@@ -38,6 +37,7 @@ from pystack.tcp.connection import Connection, EventCallback
 from pystack.tcp.engine import Listener, TcpEngine
 from pystack.tcp.settings import Settings
 from pystack.tcp.state import TcpState
+from pystack.wire.segment import ip_to_int, ip_to_str
 
 __all__ = ["Stack", "default_stack"]
 
@@ -134,13 +134,13 @@ class Stack:
     def pair(cls, *, sysctls: Iterable[str] = (), delay: float = 0.0) -> tuple[Stack, Stack]:
         """Two stacks joined by an in-memory link (198.18.0.1 and 198.18.0.2): no
         interface, no privileges. For tests and examples."""
-        a_ip, b_ip = (_ip(x) for x in PAIR_IPS)
+        a_ip, b_ip = (ip_to_int(x) for x in PAIR_IPS)
         la, lb = MemoryLink.pair(a_ip, b_ip, delay=delay)
         sysctls = list(sysctls)
         return cls(link=la, sysctls=sysctls), cls(link=lb, sysctls=sysctls)
 
     def __repr__(self) -> str:
-        ips = ",".join(_ntoa(i) for i in self.link.local_ips)
+        ips = ",".join(ip_to_str(i) for i in self.link.local_ips)
         how = "closed" if self.closed else ("attached" if self.loop else "idle")
         return f"<pystack.api.Stack {ips} {how}>"
 
@@ -152,7 +152,7 @@ class Stack:
 
     @property
     def local_ip(self) -> str:
-        return _ntoa(self.link.local_ips[0])
+        return ip_to_str(self.link.local_ips[0])
 
     def attach(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
         """Be driven by ``loop`` (default: the running loop), in the thread running it."""
@@ -359,7 +359,7 @@ class Stack:
     def _listen(self, ip: int, port: int, backlog: int) -> Listener:
         self._check_open()
         if ip and ip not in self.link.local_ips:
-            raise OSError(errno.EADDRNOTAVAIL, f"{_ntoa(ip)} is not an address of this stack")
+            raise OSError(errno.EADDRNOTAVAIL, f"{ip_to_str(ip)} is not an address of this stack")
         if port == 0:
             port = self._free_port(ip)
         lst = self.engine.listen(ip, port, backlog)
@@ -387,9 +387,5 @@ class Stack:
         raise OSError(errno.EADDRINUSE, "no free local port")
 
 
-def _ip(addr: str | int) -> int:
-    return addr if isinstance(addr, int) else int.from_bytes(_socket.inet_aton(addr), "big")
 
 
-def _ntoa(ip: int) -> str:
-    return _socket.inet_ntoa(ip.to_bytes(4, "big"))

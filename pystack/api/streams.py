@@ -20,6 +20,7 @@ from pystack.api.stack import Stack, default_stack
 from pystack.api.transport import PystackTransport, TransportSocket
 from pystack.tcp.connection import Connection
 from pystack.tcp.engine import Listener
+from pystack.wire.segment import ip_to_int
 
 __all__ = ["Server", "create_connection", "create_server", "open_connection", "start_server"]
 
@@ -43,10 +44,8 @@ def _stack_for(stack: Stack | None) -> tuple[Stack, asyncio.AbstractEventLoop]:
 async def _resolve(loop: asyncio.AbstractEventLoop, host: str | int | None) -> int:
     if host is None or host == "":
         return 0
-    if isinstance(host, int):
-        return host
     try:
-        return int.from_bytes(_socket.inet_aton(host), "big")
+        return ip_to_int(host)
     except OSError:
         pass
     infos = await loop.getaddrinfo(host, None, family=_socket.AF_INET,

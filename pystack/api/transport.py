@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from pystack.api import options as _opts
 from pystack.tcp.connection import Connection
+from pystack.wire.segment import ip_to_str
 
 if TYPE_CHECKING:
     from pystack.api.stack import Stack
@@ -44,7 +45,7 @@ MAX_READ = 256 * 1024
 
 
 def _addr(ip: int, port: int) -> tuple[str, int]:
-    return (_socket.inet_ntoa(ip.to_bytes(4, "big")), port)
+    return (ip_to_str(ip), port)
 
 
 def conn_error(err: int, what: str = "") -> OSError:

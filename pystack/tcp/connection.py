@@ -46,7 +46,7 @@ from pystack.tcp.state import (
     TCP_WINDOW_CLAMP,
     TcpState,
 )
-from pystack.wire.segment import ACK, FourTuple, TcpSegment
+from pystack.wire.segment import ACK, FourTuple, TcpSegment, ip_to_str
 
 if TYPE_CHECKING:
     from pystack.tcp.engine import Listener, TcpEngine
@@ -268,7 +268,7 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
     def __repr__(self) -> str:
         t = self.four_tuple
         return (
-            f"<Connection {_ip(t.local_ip)}:{t.local_port} -> {_ip(t.remote_ip)}:"
+            f"<Connection {ip_to_str(t.local_ip)}:{t.local_port} -> {ip_to_str(t.remote_ip)}:"
             f"{t.remote_port} {self.state.name}>"
         )
 
@@ -858,7 +858,3 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
             self._compute_snd_mss()
             return
         super().setsockopt(level, optname, value)
-
-
-def _ip(v: int) -> str:
-    return ".".join(str((v >> s) & 0xFF) for s in (24, 16, 8, 0))

@@ -7,6 +7,7 @@ segments (parse) and segments into frames (emit); the engine never sees bytes of
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -19,6 +20,17 @@ ACK = 0x10
 URG = 0x20
 ECE = 0x40
 CWR = 0x80
+
+
+def ip_to_int(addr: str | int) -> int:
+    """A dotted-quad IPv4 address as the int segments carry (ints pass through);
+    OSError for anything else."""
+    return addr if isinstance(addr, int) else int.from_bytes(socket.inet_aton(addr), "big")
+
+
+def ip_to_str(addr: int) -> str:
+    """An int IPv4 address as a dotted quad."""
+    return socket.inet_ntoa(addr.to_bytes(4, "big"))
 
 
 class FourTuple(NamedTuple):

@@ -3,21 +3,15 @@ an owned port, the stack side receives them and echoes every other batch back.""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from pystack.io.xsk import XskSocket
 from pystack.wire.frame import build_frame
-from pystack.wire.segment import ACK, RST, TcpSegment
+from pystack.wire.segment import ACK, RST, TcpSegment, ip_to_int
 
 PORT = 7777
 TOTAL = 1_000_000
 BATCH = 64
-
-
-def _ip(s: str) -> int:
-    return int.from_bytes(socket.inet_aton(s), "big")
 
 
 @pytest.fixture
@@ -42,7 +36,8 @@ def pair(bed, program):
 def test_a_million_frames_leave_every_frame_accounted_for(bed, pair):
     peer, stack = pair
     # RST segments: the peer kernel ignores the echoes, whatever arrives there.
-    seg = TcpSegment(_ip(bed.peer.ip), _ip(bed.stack.ip), 40000, PORT, 1, 1, RST | ACK, 0,
+    seg = TcpSegment(ip_to_int(bed.peer.ip), ip_to_int(bed.stack.ip), 40000, PORT, 1, 1,
+                     RST | ACK, 0,
                      payload=b"p" * 18)
     template = build_frame(seg, bytes.fromhex(bed.peer.mac.replace(":", "")),
                            bytes.fromhex(bed.stack.mac.replace(":", "")))
