@@ -84,7 +84,7 @@ class Host:
         cookies.attach(self.engine, self.cookies)
         self.cookie_key_interval = cookie_key_interval
         self._next_rotation = time.monotonic() + cookie_key_interval
-        self._applied: tuple[object, ...] = ()
+        self._applied = -1  # settings.version last pushed to the XDP program
         try:
             prog = self.dp.program
             prog.reset_syncookies()  # a shared program may hold another host's state
@@ -180,19 +180,16 @@ class Host:
             key = os.urandom(16)
             self.dp.program.set_cookie_key(key)  # the old primary becomes the previous key
             self.cookies.rotate(key)
-        if self._snapshot() != self._applied:
+        if self.settings.version != self._applied:
             self._apply_syncookies()
-
-    def _snapshot(self) -> tuple[object, ...]:
-        return tuple(v for _, v in self.settings.items())
 
     def _apply_syncookies(self) -> None:
         """net.ipv4.tcp_syncookies and what cookie SYN-ACKs offer, into the XDP program."""
-        self._applied = self._snapshot()
+        self._applied = self.settings.version
         c = self.cookies
         c.configure(self.engine)
         mode = self.settings.tcp_syncookies
-        # ECN is never offered: the engine does not do ECN (its own SYN-ACKs never set ECE).
+        # ECN is never offered: connections made from a cookie do not take ECN (cookies.py).
         self.dp.program.configure_syncookies(
             mode=mode, mss=c.mss, window=c.window, wscale=c.wscale, ttl=64,
             timestamps=c.timestamps, sack=c.sack, window_scaling=c.window_scaling,

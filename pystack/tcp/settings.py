@@ -229,9 +229,12 @@ def _validate_vec_item(full: str, item: object, lo: int, hi: int) -> int:
 class Settings:
     """The sysctl table. Attribute access by short name: ``settings.tcp_sack``."""
 
-    __slots__ = tuple(SETTINGS_SPEC)
+    # version: bumped by every change, so a user of the table (the host's XDP mirror of
+    # the SYN-cookie settings) sees a change without comparing every value.
+    __slots__ = (*SETTINGS_SPEC, "version")
 
     def __init__(self, **overrides: object) -> None:
+        object.__setattr__(self, "version", 0)
         for name, spec in SETTINGS_SPEC.items():
             object.__setattr__(self, name, spec.default)
         for name, value in overrides.items():
@@ -241,6 +244,7 @@ class Settings:
         if name not in SETTINGS_SPEC:
             raise AttributeError(f"unknown setting {name!r}")
         object.__setattr__(self, name, _validate(name, value))
+        object.__setattr__(self, "version", self.version + 1)
 
     def set(self, name: str, value: object) -> None:
         """Set a sysctl by full (``net.ipv4.tcp_sack``) or short (``tcp_sack``) name.
@@ -251,6 +255,7 @@ class Settings:
         if short in READ_ONLY:
             raise ValueError(f"setting {name!r} is read-only")
         object.__setattr__(self, short, _validate(short, value))
+        object.__setattr__(self, "version", self.version + 1)
 
     def get(self, name: str) -> Any:
         """The current value of a sysctl (full or short name)."""
@@ -283,6 +288,7 @@ class Settings:
 
     def copy(self) -> Settings:
         new = Settings.__new__(Settings)
+        object.__setattr__(new, "version", self.version)
         for name in SETTINGS_SPEC:
             object.__setattr__(new, name, getattr(self, name))
         return new

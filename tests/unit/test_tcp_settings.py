@@ -100,3 +100,15 @@ def test_available_congestion_control_is_read_only_and_lists_the_registry() -> N
         "tcp_available_congestion_control")) in list(s.items())
     with pytest.raises(ValueError, match="read-only"):
         s.set("net.ipv4.tcp_available_congestion_control", "reno")
+
+
+def test_version_counts_every_change_and_survives_copy() -> None:
+    s = Settings()
+    v = s.version
+    s.set("net.ipv4.tcp_syncookies", "2")
+    s.tcp_sack = 0
+    assert s.version == v + 2
+    assert s.copy().version == s.version
+    with pytest.raises(ValueError):
+        s.set("tcp_syncookies", "9")
+    assert s.version == v + 2  # a refused value changes nothing
