@@ -1,6 +1,6 @@
 """A SYN flood against a listener with SYN cookies always on, pystack vs the kernel.
 
-Same veth bed, same generator, one run, two phases:
+Same veth bed, same generator, one run, two phases (on two beds, below):
   pystack  a Host (net.ipv4.tcp_syncookies=2) serves PORT: XDP answers every SYN with a
            cookie SYN-ACK by XDP_TX; the ACKs of legitimate clients reach Python.
   kernel   pystack gone (its XDP link dies with it), a kernel listener on PORT in the stack
@@ -8,14 +8,23 @@ Same veth bed, same generator, one run, two phases:
 The generator is a peer-side AF_XDP socket pinned to one CPU, sending Linux-like SYNs (MSS,
 SACK, timestamps, window scale) from FLOOD_SRCS addresses nobody owns and random ports, as
 fast as it can for DURATION seconds: every UMEM frame is written once with its own SYN,
-then the frames are sent over and over. SYNs delivered: frames the stack veth received
-(the generator's "offered" count includes what the peer veth dropped). The peer's kernel
-drops the SYN-ACKs to those addresses and counts them (Ip InAddrErrors): SYN-ACKs
-received. Meanwhile a kernel client in the peer namespace connects, reads the byte the
-server's application sends on accept, and resets, in a loop (handshakes/s during the
-flood); the listener's process CPU time is read from /proc/<pid>/stat. The kernel answers
-SYNs in softirq, outside any process: the machine-wide softirq+system CPU (/proc/stat, in
-CPUs) is reported for both. Figures are provisional on a shared 2-CPU VM.
+then the frames are sent over and over. SYNs delivered: what the generator sent less
+what the peer veth dropped because the stack veth's rx ring was full (drops past the ring,
+in XDP or the kernel's backlog, count against the receiver). The peer's kernel drops the
+SYN-ACKs to those addresses and counts them (Ip InAddrErrors): SYN-ACKs received.
+Meanwhile a kernel client in the peer namespace, on the other CPUs, connects, reads the
+byte the server's application sends on accept, and resets, in a loop (handshakes/s during
+the flood); the listener's process CPU time is read from /proc/<pid>/stat. The kernel
+answers SYNs in softirq, outside any process: the machine-wide softirq+system CPU
+(/proc/stat, in CPUs) is reported for both. Figures are provisional on a shared 2-CPU VM.
+
+Queues. With XDP attached a veth receives into one 256-slot ring per rx queue, filled by
+whoever sends; the generator keeps it full, so on a one-queue bed the legitimate client's
+packets mostly find no room (without XDP the kernel queues each sending CPU's packets on
+that CPU's own backlog instead). The main bed therefore has one rx queue per CPU with XPS
+(CPU i sends on queue i, as multi-queue NIC drivers set up), pystack serves every queue
+(pystack/iface/datapath.py), and the generator owns its CPU's queue; the one-queue run is
+reported too, for reference.
 """
 
 from __future__ import annotations
@@ -38,6 +47,7 @@ from pystack.wire.segment import ip_to_int
 PORT = 7070
 FLOOD_SRCS = [f"198.18.0.{i}" for i in range(100, 251)]
 DURATION = 5.0
+QUEUES = min(len(os.sched_getaffinity(0)), 8)  # rx queues of the main bed: one per CPU
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -57,12 +67,15 @@ def role_gen(args: argparse.Namespace) -> None:
         # One CPU for the generator (and the softirq work its sends trigger: the veth
         # pair's NAPI and the XDP program run there), the rest for everyone else.
         os.sched_setaffinity(0, {cpus[-1]})
+    # The tx queue XPS gives this CPU (Testbed queues): the stack veth's rx queue too.
+    queue = cpus[-1] % max(1, args.queues)
     rnd = random.Random(args.seed)
     src_mac, dst_mac = _mac(args.src_mac), _mac(args.dst_mac)
     dst = ip_to_int(args.dst_ip)
     srcs = [ip_to_int(s) for s in FLOOD_SRCS]
     frames = 4096
-    with XskSocket(args.iface, frames=frames, frame_size=2048, ring_size=2048, batch=64) as x:
+    with XskSocket(args.iface, queue, frames=frames, frame_size=2048, ring_size=2048,
+                   batch=64) as x:
         descs, k = x.alloc(frames)
         flen = 0
         for i in range(k):
@@ -95,7 +108,10 @@ def role_gen(args: argparse.Namespace) -> None:
 def role_clients(args: argparse.Namespace) -> None:
     """Legitimate kernel clients: connect, read the byte the server's application sends
     once it has accepted (so a handshake counts only when both ends completed it), reset,
-    repeat; 1 s timeout for each step."""
+    repeat; 1 s timeout for each step. Off the generator's CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) > 1:
+        os.sched_setaffinity(0, set(cpus[:-1]))
     addr = (args.dst_ip, args.port)
     linger = struct.pack("ii", 1, 0)
     ok = fail = 0
@@ -172,10 +188,10 @@ def _in_addr_errors(bed: Testbed) -> int:
     return int(dict(zip(lines[0], lines[1], strict=True))["InAddrErrors"])
 
 
-def _rx_packets(bed: Testbed) -> int:
-    """Frames the stack side's veth received: the SYNs that made it across."""
-    path = f"/sys/class/net/{bed.stack.ifname}/statistics/rx_packets"
-    return int(bed.run("stack", ["cat", path]).stdout)
+def _tx_dropped(bed: Testbed) -> int:
+    """Frames the peer veth could not hand to the stack veth (its rx ring was full)."""
+    path = f"/sys/class/net/{bed.peer.ifname}/statistics/tx_dropped"
+    return int(bed.run("peer", ["cat", path]).stdout)
 
 
 def _netstat(bed: Testbed, side: str) -> dict[str, int]:
@@ -201,7 +217,8 @@ def _ready(p: subprocess.Popen[str]) -> str:
     return line
 
 
-def _phase(bed: Testbed, server_role: str, duration: float) -> dict[str, float]:
+def _phase(bed: Testbed, server_role: str, duration: float, queues: int = 1
+           ) -> dict[str, float]:
     me = [sys.executable, "-m", "bench.synflood"]
     common = ["--port", str(PORT), "--dst-ip", bed.stack.ip, "--duration", str(duration)]
     server = bed.spawn("stack", me + [server_role, "--iface", bed.stack.ifname] + common,
@@ -211,18 +228,21 @@ def _phase(bed: Testbed, server_role: str, duration: float) -> dict[str, float]:
     clients = bed.spawn("peer", me + ["clients"] + common[:-1] + ["0.2"],
                         stdout=subprocess.PIPE, text=True)
     _json(clients)
-    gen = bed.spawn("peer", me + ["gen", "--iface", bed.peer.ifname, "--src-mac", bed.peer.mac,
+    # Frame counters from before the first SYN (the generator floods as soon as it is
+    # ready, before the clients are): every SYN it counts as sent falls inside.
+    acks0, nst0, drop0 = _in_addr_errors(bed), _netstat(bed, "stack"), _tx_dropped(bed)
+    gen = bed.spawn("peer", me + ["gen", "--iface", bed.peer.ifname, "--queues", str(queues),
+                                  "--src-mac", bed.peer.mac,
                                   "--dst-mac", bed.stack.mac] + common[:-1] + [str(duration)],
                     stdout=subprocess.PIPE, text=True)
     _ready(gen)
     clients = bed.spawn("peer", me + ["clients"] + common, stdout=subprocess.PIPE, text=True)
     _ready(clients)
-    cpu0, (busy0, all0), acks0 = _cpu_seconds(pid), _machine_cpu(), _in_addr_errors(bed)
-    nst0, rx0 = _netstat(bed, "stack"), _rx_packets(bed)
+    cpu0, (busy0, all0) = _cpu_seconds(pid), _machine_cpu()
     g = _json(gen)
     c = _json(clients)
     cpu1, (busy1, all1), acks1 = _cpu_seconds(pid), _machine_cpu(), _in_addr_errors(bed)
-    nst1, rx1 = _netstat(bed, "stack"), _rx_packets(bed)
+    nst1, drop1 = _netstat(bed, "stack"), _tx_dropped(bed)
     server.send_signal(signal.SIGTERM)
     if server_role == "pystack":
         srv = _json(server)
@@ -232,7 +252,7 @@ def _phase(bed: Testbed, server_role: str, duration: float) -> dict[str, float]:
     secs = float(g["seconds"])  # type: ignore[arg-type]
     r = {
         "offered_pps": float(g["sent"]) / secs,  # type: ignore[arg-type]
-        "syn_pps": (rx1 - rx0) / secs,
+        "syn_pps": (float(g["sent"]) - (drop1 - drop0)) / secs,  # type: ignore[arg-type]
         "synack_pps": (acks1 - acks0) / secs,
         "handshakes_ps": float(c["ok"]) / float(c["seconds"]),  # type: ignore[arg-type]
         "handshake_fails": float(c["fail"]),  # type: ignore[arg-type]
@@ -254,43 +274,49 @@ def _neighbours(bed: Testbed) -> None:
     bed.run("stack", ["ip", "-batch", "-"], input=cmds)
 
 
-def run(duration: float = DURATION) -> dict[str, object]:
-    with Testbed.create() as bed:
+def _bed(queues: int, duration: float) -> tuple[dict[str, float], dict[str, float]]:
+    with Testbed.create(queues=queues) as bed:
         bed.run("peer", ["sysctl", "-qw", "net.ipv4.ip_forward=0"])
         bed.run("stack", ["sysctl", "-qw", "net.ipv4.tcp_syncookies=2"])
         _neighbours(bed)
-        ps = _phase(bed, "pystack", duration)
-        k = _phase(bed, "kernel", duration)
+        return _phase(bed, "pystack", duration, queues), _phase(bed, "kernel", duration, queues)
 
-    def ratio(key: str) -> float:
-        return round(ps[key] / k[key], 2) if k[key] else float("inf")
 
+def _side(prefix: str, r: dict[str, float]) -> dict[str, object]:
     return {
-        "name": "synflood",
-        "conditions": f"veth pair in namespaces, tcp_syncookies=2, peer-side AF_XDP SYN "
-                      f"generator at full rate ({len(FLOOD_SRCS)} source addresses, 4096 "
-                      f"distinct SYNs), {duration:.0f}s per side, one kernel client "
-                      f"connect+RST loop; provisional (shared 2-CPU VM)",
-        "pystack_syn_offered_pps": round(ps["offered_pps"]),
-        "pystack_syn_pps": round(ps["syn_pps"]),
-        "pystack_synack_pps": round(ps["synack_pps"]),
-        "pystack_synack_per_syn": round(ps["synack_pps"] / ps["syn_pps"], 3),
-        "pystack_handshakes_ps": round(ps["handshakes_ps"]),
-        "pystack_handshake_timeouts": int(ps["handshake_fails"]),
-        "pystack_control_plane_cpus": round(ps["server_cpu"], 3),
-        "pystack_machine_sys_softirq_cpus": round(ps["machine_sys_softirq"], 2),
-        "kernel_syn_offered_pps": round(k["offered_pps"]),
-        "kernel_syn_pps": round(k["syn_pps"]),
-        "kernel_synack_pps": round(k["synack_pps"]),
-        "kernel_synack_per_syn": round(k["synack_pps"] / k["syn_pps"], 3),
-        "kernel_handshakes_ps": round(k["handshakes_ps"]),
-        "kernel_handshake_timeouts": int(k["handshake_fails"]),
-        "kernel_listener_process_cpus": round(k["server_cpu"], 3),
-        "kernel_machine_sys_softirq_cpus": round(k["machine_sys_softirq"], 2),
-        "ratio_synack_pps": ratio("synack_pps"),
-        "ratio_handshakes_ps": ratio("handshakes_ps"),
-        "ratio_machine_sys_softirq": ratio("machine_sys_softirq"),
+        f"{prefix}_syn_offered_pps": round(r["offered_pps"]),
+        f"{prefix}_syn_pps": round(r["syn_pps"]),
+        f"{prefix}_synack_pps": round(r["synack_pps"]),
+        f"{prefix}_synack_per_syn": round(r["synack_pps"] / r["syn_pps"], 3),
+        f"{prefix}_handshakes_ps": round(r["handshakes_ps"]),
+        f"{prefix}_handshake_timeouts": int(r["handshake_fails"]),
+        f"{prefix}_server_process_cpus": round(r["server_cpu"], 3),
+        f"{prefix}_machine_sys_softirq_cpus": round(r["machine_sys_softirq"], 2),
     }
+
+
+def run(duration: float = DURATION, queues: int = QUEUES) -> dict[str, object]:
+    """The flood on a bed with `queues` rx queues (the target figures), then on a bed with
+    one (reference: the flood and the legitimate client share one veth ring)."""
+    out: dict[str, object] = {
+        "name": "synflood",
+        "conditions": f"veth pair in namespaces, {queues} rx queues (XPS: CPU i sends on "
+                      f"queue i), tcp_syncookies=2, peer-side AF_XDP SYN generator at full "
+                      f"rate on its own CPU ({len(FLOOD_SRCS)} source addresses, 4096 "
+                      f"distinct SYNs), {duration:.0f}s per side, one kernel client "
+                      f"connect+RST loop on the other CPUs; then the same with one rx queue; "
+                      f"provisional (shared 2-CPU VM)",
+        "queues": queues,
+    }
+    for tag, q in (("", queues), ("one_queue_", 1)):
+        if tag and queues == 1:
+            break
+        ps, k = _bed(q, duration)
+        out.update(_side(f"{tag}pystack", ps))
+        out.update(_side(f"{tag}kernel", k))
+        for key in ("synack_pps", "handshakes_ps", "machine_sys_softirq"):
+            out[f"{tag}ratio_{key}"] = round(ps[key] / k[key], 2) if k[key] else float("inf")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,9 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dst-mac", default="")
     ap.add_argument("--duration", type=float, default=DURATION)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--queues", type=int, default=0,
+                    help="rx queues (default: one per CPU); the gen role's bed's count")
     args = ap.parse_args(argv)
     if args.role is None:
-        print(json.dumps(run(args.duration), indent=2))
+        print(json.dumps(run(args.duration, args.queues or QUEUES), indent=2))
         return 0
     {"gen": role_gen, "clients": role_clients, "pystack": role_pystack,
      "kernel": role_kernel}[args.role](args)

@@ -69,10 +69,13 @@ class Host:
         metrics: str | None = None,
         program: IngressProgram | None = None,
         cookie_key_interval: float = COOKIE_KEY_INTERVAL,
+        queues: int | None = None,
     ) -> None:
+        """`queues`: rx queues to serve from queue 0 (default all the interface has; one
+        AF_XDP socket each, one engine for all: pystack/iface/datapath.py)."""
         self.settings = parse_sysctls(sysctls, settings)
         self.engine = TcpEngine(self.settings)
-        self.dp = Datapath(ifname, mode=mode, program=program)
+        self.dp = Datapath(ifname, mode=mode, program=program, queues=queues)
         # The engine as the loop's handler, with the host's periodic work on the side.
         self.handler = _Ticker(self.engine, self.tick)
         self.stack = Stack(self.dp, self.handler)

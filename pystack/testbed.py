@@ -62,9 +62,14 @@ class Testbed:
 
     # ---- life cycle ----
     @classmethod
-    def create(cls, *, peer_offload: bool = False, stub: bool = True) -> Testbed:
+    def create(cls, *, peer_offload: bool = False, stub: bool = True, queues: int = 1
+               ) -> Testbed:
         """Build the bed. peer_offload=False turns checksum offload and TSO/GSO off on the
-        peer's veth, so its frames carry full checksums like a real NIC's (see PLATFORM.md)."""
+        peer's veth, so its frames carry full checksums like a real NIC's (see PLATFORM.md).
+        queues > 1 gives both veths that many tx and rx queues, with XPS sending from CPU i
+        on queue i % queues (as multi-queue NIC drivers set it up): a veth delivers what
+        its peer sent on tx queue i to rx queue i, so each CPU's traffic has its own rx
+        queue, and with XDP attached its own ring."""
         tag = f"{os.getpid()}-{secrets.token_hex(3)}"
         short = secrets.token_hex(4)
         bed = cls(
@@ -73,20 +78,21 @@ class Testbed:
             tag=tag,
         )
         try:
-            bed._build(peer_offload=peer_offload, stub=stub)
+            bed._build(peer_offload=peer_offload, stub=stub, queues=queues)
         except BaseException:
             bed.destroy()
             raise
         return bed
 
-    def _build(self, *, peer_offload: bool, stub: bool) -> None:
+    def _build(self, *, peer_offload: bool, stub: bool, queues: int = 1) -> None:
         for side in (self.stack, self.peer):
             netns.create(side.netns)
         # Made inside the stack namespace with the peer end placed straight into the peer's:
         # the veth never exists in the caller's namespace.
+        nq = {"num_tx_queues": queues, "num_rx_queues": queues} if queues > 1 else {}
         with NetNS(self.stack.netns) as ns:
-            ns.link("add", ifname=self.stack.ifname, kind="veth",
-                    peer={"ifname": self.peer.ifname, "net_ns_fd": self.peer.netns})
+            ns.link("add", ifname=self.stack.ifname, kind="veth", **nq,
+                    peer={"ifname": self.peer.ifname, "net_ns_fd": self.peer.netns, **nq})
         for side in (self.stack, self.peer):
             with NetNS(side.netns) as ns:
                 lo = ns.link_lookup(ifname="lo")[0]
@@ -100,8 +106,19 @@ class Testbed:
         if not peer_offload:
             self.run("peer", ["ethtool", "-K", self.peer.ifname, "tx", "off", "tso", "off",
                               "gso", "off"], check=True, capture=True)
+        if queues > 1:
+            self._set_xps(queues)
         if stub:
             self._attach_stub()
+
+    def _set_xps(self, queues: int) -> None:
+        cpus = sorted(os.sched_getaffinity(0))
+        for name, side in (("stack", self.stack), ("peer", self.peer)):
+            script = "".join(
+                f"echo {sum(1 << c for c in cpus if c % queues == q):x} > "
+                f"/sys/class/net/{side.ifname}/queues/tx-{q}/xps_cpus\n"
+                for q in range(queues))
+            self.run(name, ["sh", "-e"], input=script)
 
     def _attach_stub(self) -> None:
         from pystack.io._xsk import lib

@@ -1,6 +1,12 @@
 """One interface's data path: the XDP program attached to it, one AF_XDP socket per rx
 queue, and the conversion between frames and `TcpSegment`s.
 
+Queues: an AF_XDP socket receives only what arrives on the rx queue it is bound to, so
+there is one socket (each with its own UMEM) per rx queue of the interface, all feeding
+the same engine; a flow stays on its queue (RSS, or on veth the sender's tx queue), so
+its order holds. Transmit goes through the first socket. With several sockets one epoll
+set watches them all (`fd`, `wait`).
+
 Receive: a batch of frames comes off the rx ring and one C call parses all of them
 (pystack.io.batch), merging in-order data of a flow into one segment and runs of pure ACKs
 into the latest (GRO); each merged payload is copied out once and the frames go straight
@@ -16,14 +22,16 @@ coalesce, split_segment + build_frame): the reference the C path is tested again
 from __future__ import annotations
 
 import logging
+import select
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from pystack.iface.neighbors import NeighbourTable
 from pystack.io._xsk import ffi
 from pystack.io.batch import E_UNVERIFIED, GRO_ALL, REASON, RxParser, TxPacker
-from pystack.io.xsk import XskSocket
+from pystack.io.xsk import XskError, XskSocket
 from pystack.wire.errors import WireError
 from pystack.wire.frame import (
     RxFrame,
@@ -76,7 +84,12 @@ class Datapath:
         program: IngressProgram | None = None,
         c_batch: bool = True,
         gro: int = GRO_ALL,
+        queues: int | None = None,
     ) -> None:
+        """`queues`: how many rx queues to take, from queue 0 (default: every rx queue the
+        interface has, as far as they bind). `frames` is the UMEM size of one queue's
+        socket when there is one queue; with n queues each gets frames/n (at least twice
+        the ring size)."""
         self.ifname = ifname
         self.mode = mode
         self.c_batch = c_batch
@@ -86,7 +99,9 @@ class Datapath:
         self.stats = DatapathStats()
         self._own_program = program is None
         self.program = program or IngressProgram()
-        self.xsk: XskSocket | None = None
+        self.xsk: XskSocket | None = None  # queue 0's socket; transmit goes through it
+        self.xsks: list[XskSocket] = []  # one per rx queue, index = queue
+        self._epoll: select.epoll | None = None
         self.neigh: NeighbourTable | None = None
         self.ifindex = 0
         self._owned: set[tuple[int, str | int]] = set()
@@ -94,21 +109,58 @@ class Datapath:
         self._unresolved: dict[int, list[TcpSegment]] = {}
         self._backlog: list[TcpSegment] = []  # waiting for tx ring room, in order
         self._backlog_macs: list[bytes] = []
+        self._ring_pending = 0  # frames left in the tx ring by a kick that gave up
         try:
             self.neigh = NeighbourTable(ifname)
-            self.xsk = XskSocket(ifname, 0, frames=frames, ring_size=ring_size,
-                                 mode=xsk_mode, batch=batch)
-            self.program.set_xsk(0, self.xsk.fd)
+            self._open_queues(queues, frames, ring_size, xsk_mode, batch)
             self.ifindex = self.program.attach(ifname, mode)
         except BaseException:
             self.close()
             raise
         self.local_mac = self.neigh.local_mac
         self.local_ips = _interface_ips(self.neigh)
-        self._area = self.xsk.area
         self._rx = RxParser(batch)
         self._tx = TxPacker(batch)
         self._txout = ffi.new("uint32_t[2]")
+
+    def _open_queues(self, queues: int | None, frames: int, ring_size: int, xsk_mode: str,
+                     batch: int) -> None:
+        assert self.neigh is not None
+        have = _rx_queue_count(self.neigh)
+        if queues is not None and not 1 <= queues <= min(have, abi.MAX_QUEUES):
+            raise XskError(f"{self.ifname} has {have} rx queues; cannot take {queues}")
+        n = min(queues or have, abi.MAX_QUEUES)
+        per = frames if n == 1 else max(2 * ring_size, frames // n)
+        for q in range(n):
+            try:
+                x = XskSocket(self.ifname, q, frames=per, ring_size=ring_size, mode=xsk_mode,
+                              batch=batch)
+            except XskError as e:
+                if q == 0 or queues is not None:
+                    raise
+                # Allocated but not in use (ethtool -L lowered the count): stop here.
+                log.info("%s: rx queue %d does not bind (%s); using %d", self.ifname, q, e, q)
+                break
+            self.xsks.append(x)
+            self.program.set_xsk(q, x.fd)
+        self.xsk = self.xsks[0]
+        if len(self.xsks) > 1:
+            self._epoll = select.epoll()
+            for x in self.xsks:
+                self._epoll.register(x.fd, select.EPOLLIN)
+
+    @property
+    def queues(self) -> int:
+        return len(self.xsks)
+
+    @property
+    def fd(self) -> int:
+        """A descriptor that polls readable when any queue has frames (the socket itself
+        with one queue, an epoll set with several): for an event loop's add_reader."""
+        if self._epoll is not None:
+            return self._epoll.fileno()
+        assert self.xsk is not None
+        return self.xsk.fd
 
     def close(self) -> None:
         """Detach the program first (the kernel takes the ports back), then free the rest."""
@@ -120,9 +172,13 @@ class Datapath:
             self.ifindex = 0
         if self._own_program:
             self.program.close()
-        if self.xsk is not None:
-            self.xsk.close()
-            self.xsk = None
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
+        for x in self.xsks:
+            x.close()
+        self.xsks = []
+        self.xsk = None
         if self.neigh is not None:
             self.neigh.close()
             self.neigh = None
@@ -144,28 +200,51 @@ class Datapath:
 
     # ---- receive ----
     def wait(self, timeout: float | None) -> bool:
-        assert self.xsk is not None
-        return self.xsk.wait(timeout)
+        """Block until some queue has frames or `timeout` seconds pass (None: forever)."""
+        if self._epoll is None:
+            assert self.xsk is not None
+            return self.xsk.wait(timeout)
+        try:
+            return bool(self._epoll.poll(-1 if timeout is None else timeout, 1))
+        except InterruptedError:
+            return False
 
     def spin(self, usec: int) -> bool:
         """Busy-poll for frames up to `usec` microseconds; True when frames are ready."""
-        assert self.xsk is not None
-        return self.xsk.spin(usec)
+        if self._epoll is None:
+            assert self.xsk is not None
+            return self.xsk.spin(usec)
+        end = time.monotonic() + usec / 1e6
+        while True:
+            for x in self.xsks:
+                if x.spin(0):
+                    return True
+            if time.monotonic() >= end:
+                return False
 
     def receive(self) -> list[TcpSegment]:
-        """One batch of received segments (possibly empty). Never raises on bad frames."""
-        xsk = self.xsk
-        assert xsk is not None and self.neigh is not None
+        """One batch of received segments (possibly empty): up to a batch from each queue,
+        queue after queue. Never raises on bad frames."""
+        if self._epoll is None:
+            assert self.xsk is not None
+            return self._receive(self.xsk)
+        segs: list[TcpSegment] = []
+        for x in self.xsks:
+            segs += self._receive(x)
+        return segs
+
+    def _receive(self, xsk: XskSocket) -> list[TcpSegment]:
+        assert self.neigh is not None
         n = xsk.recv()
         if n == 0:
             return []
         descs = xsk.rx_descs
         if self.c_batch:
-            segs, macs, errors = self._rx.parse(self._area, descs, n, self.gro)
+            segs, macs, errors = self._rx.parse(xsk.area, descs, n, self.gro)
             if errors:
                 self._count_errors(errors)
         else:
-            segs, macs = self._receive_py(descs, n)
+            segs, macs = self._receive_py(xsk, descs, n)
         xsk.release(descs, n)
         learn = self.neigh.learn
         for seg, mac in zip(segs, macs, strict=True):
@@ -184,10 +263,9 @@ class Datapath:
                 reason = REASON.get(e, "truncated")
                 r[reason] = r.get(reason, 0) + 1
 
-    def _receive_py(self, descs: object, n: int) -> tuple[list[TcpSegment], list[bytes]]:
+    def _receive_py(self, xsk: XskSocket, descs: object, n: int
+                    ) -> tuple[list[TcpSegment], list[bytes]]:
         """The Python reference of RxParser.parse: parse_frame each frame, then coalesce."""
-        xsk = self.xsk
-        assert xsk is not None
         frames: list[RxFrame] = []
         for i in range(n):
             d = descs[i]  # type: ignore[index]
@@ -217,6 +295,9 @@ class Datapath:
         to TX_BACKLOG, like a qdisc: the kernel drains the ring as we kick it); both go
         first at the next call."""
         segs = segments if isinstance(segments, list) else list(segments)
+        if self._ring_pending:
+            assert self.xsk is not None
+            self._ring_pending = self.xsk.flush()
         if self._unresolved:
             segs = self._take_resolved() + segs
         ready, macs = self._backlog, self._backlog_macs
@@ -238,6 +319,8 @@ class Datapath:
             return 0
         send = self._send_c if self.c_batch else self._send_py
         sent, left, left_macs = send(ready, macs)
+        assert self.xsk is not None
+        self._ring_pending = self.xsk.flush()  # no syscall unless frames are still queued
         if left:
             self._backlog, self._backlog_macs = left[:TX_BACKLOG], left_macs[:TX_BACKLOG]
             self.stats.tx_ring_full += max(0, len(left) - TX_BACKLOG)
@@ -245,14 +328,15 @@ class Datapath:
 
     @property
     def tx_backlog(self) -> int:
-        """Segments waiting for room in the tx ring (the loop should call send() again
-        soon: the ring drains as it is kicked)."""
-        return len(self._backlog)
+        """Segments waiting for room in the tx ring, plus frames in the ring a kick could
+        not send yet (the loop should call send() again soon: the ring drains as it is
+        kicked, and only then)."""
+        return len(self._backlog) + self._ring_pending
 
     @property
     def tx_pending(self) -> int:
         """Segments held for a later send(): waiting for ARP or for tx ring room."""
-        return len(self._backlog) + sum(len(q) for q in self._unresolved.values())
+        return self.tx_backlog + sum(len(q) for q in self._unresolved.values())
 
     def _send_c(self, ready: list[TcpSegment], macs: list[bytes]
                 ) -> tuple[int, list[TcpSegment], list[bytes]]:
@@ -323,6 +407,12 @@ class Datapath:
             if self.neigh.lookup(ip) is not None:
                 out += self._unresolved.pop(ip)
         return out
+
+
+def _rx_queue_count(neigh: NeighbourTable) -> int:
+    """The interface's rx queues (IFLA_NUM_RX_QUEUES: allocated; fewer may be in use)."""
+    link = neigh.ipr.get_links(neigh.ifindex)[0]
+    return max(1, int(link.get_attr("IFLA_NUM_RX_QUEUES") or 1))
 
 
 def _interface_ips(neigh: NeighbourTable) -> list[int]:

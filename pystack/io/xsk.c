@@ -1089,3 +1089,15 @@ uint32_t ps_tx_segs(struct ps_xsk *x, struct ps_txseg *segs, uint32_t n, const u
     out[0] = used;
     return consumed;
 }
+
+uint32_t ps_tx_flush(struct ps_xsk *x)
+{
+    /* Nothing re-sends what a stopped device queue refused: the tx ring is read only on a
+     * kick (sendto), so whoever queued frames must kick until they are gone. */
+    ps_tx_complete(x);
+    if (x->n_tx) {
+        kick_tx(x, x->n_tx);
+        ps_tx_complete(x);
+    }
+    return x->n_tx;
+}

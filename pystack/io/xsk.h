@@ -52,6 +52,9 @@ uint32_t ps_tx_alloc(struct ps_xsk *x, struct ps_desc *descs, uint32_t n);
 uint32_t ps_tx_submit(struct ps_xsk *x, const struct ps_desc *descs, uint32_t n, int csum);
 /* Reap the completion ring; returns frames freed. */
 uint32_t ps_tx_complete(struct ps_xsk *x);
+/* Kick again if frames are still waiting in the tx ring (a kick gave up while the device
+ * queue was stopped: copy mode says EAGAIN); returns the frames not yet completed. */
+uint32_t ps_tx_flush(struct ps_xsk *x);
 /* Wait for rx frames up to timeout_ms; returns >0 if readable, 0 on timeout, -errno. */
 int ps_xsk_wait(struct ps_xsk *x, int timeout_ms);
 /* Busy-poll: spin on the rx ring (no syscall) for up to usec microseconds; 1 as soon as

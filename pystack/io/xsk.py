@@ -141,6 +141,11 @@ class XskSocket:
     def complete(self) -> int:
         return int(lib.ps_tx_complete(self._x))
 
+    def flush(self) -> int:
+        """Kick again while frames wait in the tx ring (a kick gives up when the device
+        queue is stopped, and nothing else resends them); returns frames not completed."""
+        return int(lib.ps_tx_flush(self._x))
+
     def fill(self, descs: Any, n: int, template: bytes) -> None:
         """Copy template into n allocated tx frames and set their lengths (C)."""
         if len(template) > self.frame_size:
