@@ -144,6 +144,8 @@ def format_status(st: Mapping[str, Any]) -> str:
         f"{st['iface']}: pystack pid {st['pid']}, up {format_uptime(st.get('uptime', 0))}",
         f"  xdp:          program id {st.get('prog_id', 0)}, {st.get('mode')} mode, "
         f"attached by {st.get('attachment', 'bpf_link')} (ifindex {st.get('ifindex')})",
+        f"  af_xdp:       {st.get('queues', 1)} rx queue"
+        + ("s" if st.get("queues", 1) != 1 else "") + ", one socket each",
         f"  addresses:    {', '.join(st.get('addresses', [])) or 'none'}",
         f"  ports:        {ports}" + (f" (app {st['app']})" if st.get("app") else ""),
         f"  connections:  {conns}",

@@ -168,7 +168,7 @@ def _run_attached(args: argparse.Namespace, ports: list[int], settings: Any,
 
     try:
         host = Host(args.iface, mode=args.mode, settings=settings, metrics=args.metrics,
-                    program=program)
+                    program=program, queues=args.queues)
     except XdpError as e:
         msg = _one_line(e)
         if "busy" in msg.lower() or "already attached" in msg:
@@ -317,6 +317,16 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{sub}: {message}" if sub else message)
 
 
+def _queue_count(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 64:
+        raise argparse.ArgumentTypeError(f"--queues {text!r}: expected 1..64")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = _Parser(prog="pystackctl", description=__doc__,
                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -328,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--app", default="echo",
                    help="echo | discard | http:DIR | proxy:HOST:PORT (default echo)")
     a.add_argument("--mode", default="native", choices=["native", "skb"])
+    a.add_argument("--queues", type=_queue_count, metavar="N",
+                   help="serve rx queues 0..N-1 (default: all the interface has)")
     a.add_argument("--sysctl", action="append", default=[], metavar="NAME=VALUE")
     a.add_argument("--metrics", metavar="HOST:PORT")
     a.add_argument("--fastopen", type=int, metavar="QLEN",

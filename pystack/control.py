@@ -201,6 +201,7 @@ class ControlServer:
             "ifindex": dp.ifindex,
             "prog_id": attached_prog_id(dp.ifindex) if dp.ifindex else 0,
             "mode": dp.mode,
+            "queues": dp.queues,
             "attachment": "bpf_link",
             "addresses": [socket.inet_ntoa(ip.to_bytes(4, "big")) for ip in dp.local_ips],
             "ports": sorted({lst.port for lst in eng.listeners.values()}),
@@ -236,12 +237,13 @@ class ControlServer:
             "PystackRxUnverified": st.rx_unverified, "PystackTxFrames": st.tx_frames,
             "PystackTxNoNeighbour": st.tx_no_neighbour, "PystackTxRingFull": st.tx_ring_full,
         })
-        xsk = h.dp.xsk
-        if xsk is not None:
-            xs = xsk.stats()
+        if h.dp.xsks:  # summed over the rx queues' sockets
+            xs = [x.stats() for x in h.dp.xsks]
             out.update({
-                "XskRxDropped": xs.rx_dropped, "XskRxRingFull": xs.rx_ring_full,
-                "XskFillRingEmpty": xs.fill_ring_empty, "XskTxRingEmpty": xs.tx_ring_empty,
+                "XskRxDropped": sum(x.rx_dropped for x in xs),
+                "XskRxRingFull": sum(x.rx_ring_full for x in xs),
+                "XskFillRingEmpty": sum(x.fill_ring_empty for x in xs),
+                "XskTxRingEmpty": sum(x.tx_ring_empty for x in xs),
             })
         return out
 

@@ -43,6 +43,12 @@ def test_bad_sysctl(capsys, sysctl: str, word: str) -> None:
     assert rc == 2 and err.count("\n") == 1 and word in err, err
 
 
+@pytest.mark.parametrize("n", ["0", "65", "two", "-1"])
+def test_bad_queue_count(capsys, n: str) -> None:
+    rc, err = run(capsys, "attach", "lo", "--port", "80", "--queues", n)
+    assert rc == 2 and err.count("\n") == 1 and "--queues" in err and "1..64" in err, err
+
+
 def test_bad_metrics_address(capsys) -> None:
     rc, err = run(capsys, "attach", "lo", "--port", "80", "--metrics", "nohostport")
     assert rc == 2 and err.count("\n") == 1 and "--metrics" in err
