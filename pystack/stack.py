@@ -196,7 +196,7 @@ class Stack:
             self._poller = select.poll()
             self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
             self._poller.register(self._wake_fd, select.POLLIN)
-            self._xsk_fd = self.dp.xsk.fd  # type: ignore[union-attr]
+            self._xsk_fd = self.dp.fd  # every rx queue (an epoll set when several)
             self._poller.register(self._xsk_fd, select.POLLIN)
         cbs = self._fds.setdefault(fd, {})
         if callback is None:

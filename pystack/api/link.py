@@ -66,10 +66,8 @@ class XdpLink:
         self._fd = -1
 
     def attach(self, loop: asyncio.AbstractEventLoop, on_ready: Callable[[], None]) -> None:
-        xsk = self.dp.xsk
-        assert xsk is not None
         self._loop = loop
-        self._fd = xsk.fd
+        self._fd = self.dp.fd  # every rx queue's socket (an epoll set when several)
         loop.add_reader(self._fd, on_ready)
         loop.call_soon(on_ready)  # frames may have arrived before the loop watched the fd
 
