@@ -81,7 +81,6 @@ class Host:
         self.stack = Stack(self.dp, self.handler)
         self.engine.on_remove = self._forget_flow
         self.engine.on_add = self._own_flow
-        self._flows: set[FourTuple] = set()
         # SYN cookies: the engine's half shares the key and SYN-ACK parameters with XDP.
         self.cookies = cookies.SynCookies(on_pressure=self._set_pressure)
         cookies.attach(self.engine, self.cookies)
@@ -141,14 +140,12 @@ class Host:
     def _own_flow(self, t: FourTuple) -> None:
         """Steer a connection's segments to pystack by four-tuple (engine.on_add, and
         active opens): from the first state it holds, so that in cookie mode the ACK of a
-        stateful handshake is not judged as a cookie (bpf/pystack_xdp.h)."""
-        if t not in self._flows:
-            self._flows.add(t)
-            self.dp.program.own_flow((t.local_ip, t.local_port), (t.remote_ip, t.remote_port))
+        stateful handshake is not judged as a cookie (bpf/pystack_xdp.h). The engine's
+        connection table is the list of owned flows: no copy here (memory per connection)."""
+        self.dp.program.own_flow((t.local_ip, t.local_port), (t.remote_ip, t.remote_port))
 
     def _forget_flow(self, t: FourTuple) -> None:
-        # Also for flows the XDP program owned itself on a valid cookie ACK (not in _flows).
-        self._flows.discard(t)
+        # Also for flows the XDP program owned itself on a valid cookie ACK.
         self.dp.program.disown_flow((t.local_ip, t.local_port), (t.remote_ip, t.remote_port))
 
     # ---- settings and SYN cookies ----
@@ -224,7 +221,7 @@ class Host:
 
     def close(self) -> None:
         self.stop()
-        for t in list(self._flows):
+        for t in list(self.engine.connections):
             self._forget_flow(t)
         self.cookies.clear_pressure()
         self.dp.program.reset_syncookies()
