@@ -103,7 +103,10 @@ def _xdp_tax(r: dict[str, object]) -> list[Row]:
     return [_row("kernel TCP on a non-owned port, Mbit/s: pystack's XDP attached (pystack "
                  "column) vs detached (kernel column)", r["attached_mbit_s"],
                  r["detached_mbit_s"], r["ratio"], f">= {t}",
-                 _at_least(r["ratio"], float(t)))]  # type: ignore[arg-type]
+                 _at_least(r["ratio"], float(t))),  # type: ignore[arg-type]
+            _row("... pystack's XDP attached vs a bare XDP_PASS program (kernel column): "
+                 "what the program adds to the veth's per-frame copy for any XDP",
+                 r["attached_mbit_s"], r["xdp_pass_mbit_s"], r["ratio_vs_xdp_pass"])]
 
 
 def _loss(r: dict[str, object]) -> list[Row]:
