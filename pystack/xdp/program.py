@@ -36,6 +36,14 @@ def _ip_be(addr: str | int) -> int:
     return int(struct.unpack("=I", packed)[0])
 
 
+_FLOW_KEY = struct.Struct("!IIHH")  # struct flow_key: all four fields in network order
+_ONE = struct.pack("=I", 1)
+
+
+def _ip(addr: str | int) -> int:
+    return addr if isinstance(addr, int) else int.from_bytes(socket.inet_aton(addr), "big")
+
+
 def _port_be(port: int) -> int:
     return int(struct.unpack("=H", struct.pack("!H", port))[0])
 
@@ -60,6 +68,11 @@ class IngressProgram:
         self.xsks = self.bpf[b"xsks"]
         self.owned_ports = self.bpf[b"owned_ports"]
         self.owned_flows = self.bpf[b"owned_flows"]
+        self._flows_fd = self.owned_flows.map_fd
+        from bcc.libbcc import lib as bcclib
+
+        self._update = bcclib.bpf_update_elem
+        self._delete = bcclib.bpf_delete_elem
         self.action_count = self.bpf[b"action_count"]
         self.drop_count = self.bpf[b"drop_count"]
         self.syncookie_cfg = self.bpf[b"syncookie_cfg"]
@@ -117,16 +130,17 @@ class IngressProgram:
         self.syncookie_pressure.pop(self.syncookie_pressure.Key(key.addr, key.port, 0), None)
         self.syncookie_recent.pop(self.syncookie_recent.Key(key.addr, key.port, 0), None)
 
+    # Once or twice per connection: straight to the map (one bpf() each) with the key's
+    # bytes, instead of bcc's table objects (ctypes structs, and a lookup before a delete).
     def own_flow(self, local: tuple[str | int, int], remote: tuple[str | int, int]) -> None:
-        self.owned_flows[self._flow_key(local, remote)] = ctypes.c_uint32(1)
+        key = _FLOW_KEY.pack(_ip(remote[0]), _ip(local[0]), remote[1], local[1])
+        if self._update(self._flows_fd, key, _ONE, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"owned_flows update: {os.strerror(err)}")
 
     def disown_flow(self, local: tuple[str | int, int], remote: tuple[str | int, int]) -> None:
-        self.owned_flows.pop(self._flow_key(local, remote), None)
-
-    def _flow_key(self, local: tuple[str | int, int], remote: tuple[str | int, int]) -> object:
-        return self.owned_flows.Key(
-            _ip_be(remote[0]), _ip_be(local[0]), _port_be(remote[1]), _port_be(local[1])
-        )
+        key = _FLOW_KEY.pack(_ip(remote[0]), _ip(local[0]), remote[1], local[1])
+        self._delete(self._flows_fd, key)  # ENOENT: not owned, nothing to do
 
     # ---- SYN cookies (net.ipv4.tcp_syncookies; bpf/pystack_xdp.h) ----
     # Linux's defaults: tcp_syncookies=1; timestamps, SACK and window scaling on; ECN
