@@ -18,6 +18,7 @@ a cookie): ACKs of stateful handshakes are then never judged as cookies.
 from __future__ import annotations
 
 import ctypes
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -35,6 +36,7 @@ from pystack.xdp import abi
 from pystack.xdp.program import IngressProgram
 
 T = TypeVar("T")
+log = logging.getLogger("pystack.host")
 
 # A new cookie key this often; the previous one stays valid, so a cookie lives until the
 # second rotation after it was made: at least SYNCOOKIE_VALID_SEC, what its time counter
@@ -141,8 +143,13 @@ class Host:
         """Steer a connection's segments to pystack by four-tuple (engine.on_add, and
         active opens): from the first state it holds, so that in cookie mode the ACK of a
         stateful handshake is not judged as a cookie (bpf/pystack_xdp.h). The engine's
-        connection table is the list of owned flows: no copy here (memory per connection)."""
-        self.dp.program.own_flow((t.local_ip, t.local_port), (t.remote_ip, t.remote_port))
+        connection table is the list of owned flows: no copy here (memory per connection).
+        pystack.max_connections keeps the engine within the program's flow table; should
+        the table still refuse (full), the flow is logged, not fatal to the loop."""
+        try:
+            self.dp.program.own_flow((t.local_ip, t.local_port), (t.remote_ip, t.remote_port))
+        except OSError as e:
+            log.warning("cannot steer %s to pystack: %s", t, e)
 
     def _forget_flow(self, t: FourTuple) -> None:
         # Also for flows the XDP program owned itself on a valid cookie ACK.

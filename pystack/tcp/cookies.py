@@ -262,9 +262,12 @@ def cookie_ack(engine: TcpEngine, lst: Listener, seg: TcpSegment, now: float
         return None
     mib = engine.mib
     # tcp_v4_syn_recv_sock: sk_acceptq_is_full -> ListenOverflows, ListenDrops, no child.
-    if len(lst._accept_q) > lst.backlog:
+    # Or no room for another connection at all (pystack.max_connections).
+    full = len(lst._accept_q) > lst.backlog
+    if full:
         mib["ListenOverflows"] += 1
         mib["ListenDrops"] += 1
+    if full or engine.at_connection_limit():
         # The XDP program steered the flow to us when it validated the cookie; give it
         # back so the client's retry is judged as a cookie ACK again.
         if engine.on_remove is not None:

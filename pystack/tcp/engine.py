@@ -127,6 +127,9 @@ MIB_COUNTERS = (
     # pystack only (Linux has no counter for it): RTO expiries past tcp_retries1, where
     # Linux calls dst_negative_advice (see TcpEngine.on_retries1).
     "NegativeAdvice",
+    # pystack only: SYNs and cookie ACKs dropped, and active opens refused, because the
+    # engine held pystack.max_connections connections (TcpEngine.at_connection_limit).
+    "ConnectionLimitDrops",
 )
 
 SOMAXCONN_DEFAULT = 4096
@@ -299,6 +302,8 @@ class TcpEngine:
         # tcp_tw_reuse (twreuse.py): a TIME-WAIT four-tuple is taken over below.
         if old is not None and not twreuse.unique(self, old, bound, now):
             raise OSError(errno.EADDRINUSE, "four-tuple in use")
+        if old is None and self.at_connection_limit():
+            raise OSError(errno.EAGAIN, "pystack.max_connections connections already held")
         c = Connection(self, t)
         c.on_event = on_event
         if options:
@@ -578,6 +583,16 @@ class TcpEngine:
             return port
         raise OSError(errno.EADDRNOTAVAIL, "no free local port")
 
+    def at_connection_limit(self) -> bool:
+        """True, counted, when the engine holds pystack.max_connections connections (any
+        state: each is an entry of the XDP program's flow table). A SYN or cookie ACK is
+        then dropped, as Linux drops a SYN it cannot allocate for (ListenDrops)."""
+        if len(self.connections) < self.settings.max_connections:
+            return False
+        self.mib["ConnectionLimitDrops"] += 1
+        self.mib["ListenDrops"] += 1
+        return True
+
     def _find_listener(self, seg: TcpSegment) -> Listener | None:
         lst = self.listeners.get((seg.dst_ip, seg.dst_port))
         if lst is None:
@@ -615,6 +630,8 @@ class TcpEngine:
             return
         if not f & SYN:
             return
+        if self.at_connection_limit():
+            return  # no room for one more connection (pystack.max_connections)
         # Admission, Linux tcp_conn_request: request and accept queue limits, SYN cookies
         # (pystack/tcp/cookies.py: cookie SYN-ACK or drop, pressure flag, 3/4 rule).
         if not cookies.conn_request(self, lst, seg, now, isn):

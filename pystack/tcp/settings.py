@@ -24,7 +24,7 @@ __all__ = ["Settings", "SETTINGS_SPEC"]
 
 
 class _Spec(NamedTuple):
-    prefix: str  # "net.ipv4" or "net.core"
+    prefix: str  # "net.ipv4", "net.core", or "pystack" (no Linux equivalent)
     kind: str  # "int", "vec", "str", "key"
     default: Any
     lo: int = 0
@@ -34,6 +34,10 @@ class _Spec(NamedTuple):
 
 _I = "net.ipv4"
 _C = "net.core"
+_P = "pystack"
+# The XDP program's owned_flows table (bpf/xdp_ingress.c): every connection the engine
+# holds, in any state, is one entry of it.
+FLOW_TABLE_SIZE = 65536
 _INT_MAX = 0x7FFFFFFF
 _LONG_MAX = 0x7FFFFFFFFFFFFFFF
 
@@ -111,6 +115,10 @@ SETTINGS_SPEC: dict[str, _Spec] = {
     "rmem_max": _Spec(_C, "int", 212992, 2304, _INT_MAX),
     "wmem_max": _Spec(_C, "int", 212992, 4608, _INT_MAX),
     "somaxconn": _Spec(_C, "int", 4096, 0, _INT_MAX),
+    # pystack's own: connections the engine holds at most, every state counted (Linux has
+    # no such cap; memory and file descriptors bound it). Past it new passive opens are
+    # dropped and active opens fail (EAGAIN), counted; bounded by the XDP flow table.
+    "max_connections": _Spec(_P, "int", FLOW_TABLE_SIZE, 1, FLOW_TABLE_SIZE),
 }
 
 
@@ -132,7 +140,7 @@ def _short(name: str) -> str:
     key = name.strip().replace("/", ".").lstrip(".")
     if key.startswith("proc.sys."):
         key = key[len("proc.sys.") :]
-    for prefix in ("net.ipv4.", "net.core."):
+    for prefix in ("net.ipv4.", "net.core.", "pystack."):
         if key.startswith(prefix):
             short = key[len(prefix) :]
             if short in READ_ONLY and prefix == "net.ipv4.":

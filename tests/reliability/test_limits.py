@@ -6,10 +6,10 @@ stays bounded (VmRSS measured before and after, reported).
 Caps pystack has, with Linux's names: the accept queue (listen backlog, somaxconn), the
 SYN queue (the backlog; tcp_max_syn_backlog without cookies), pending Fast Open requests
 (TCP_FASTOPEN's queue length), buffer memory for the whole engine (tcp_mem) and per
-connection (tcp_rmem/tcp_wmem, SO_RCVBUF/SO_SNDBUF), orphans (tcp_max_orphans) and
-TIME-WAIT buckets (tcp_max_tw_buckets). Like Linux there is no cap on the number of
-established connections as such (Linux bounds them by memory and file descriptors): the
-last test measures what each one costs instead.
+connection (tcp_rmem/tcp_wmem, SO_RCVBUF/SO_SNDBUF), orphans (tcp_max_orphans),
+TIME-WAIT buckets (tcp_max_tw_buckets) and, pystack's own (Linux bounds connections by
+memory and file descriptors), the connections the engine holds (pystack.max_connections,
+at most the XDP program's flow table); the last test also measures what each costs.
 
 Half-open requests come from addresses of 198.18.0.0/24 that nothing owns (FLOOD): the
 peer namespace drops pystack's SYN-ACKs to them (not its addresses, no forwarding), so
@@ -292,11 +292,16 @@ def test_send_makes_progress_over_tcp_mem_limit():
     assert conns[7].outq == 100, "a connection with nothing queued could not send"
 
 
-def test_no_connection_cap_each_costs_memory(lbed, stack):
-    """No cap on established connections (as Linux): 300 idle kernel connections to the
-    echo all work; what each costs in the stack process's RSS is measured."""
-    n = 300
+def test_connection_cap(lbed, stack):
+    """pystack.max_connections (connections the engine holds, any state): 300 idle kernel
+    connections to the echo all work (what each costs in RSS is measured); with the cap
+    then set to the number held, 5 more clients' SYNs are dropped and counted
+    (ConnectionLimitDrops, ListenDrops) while an established stream keeps going; when one
+    connection closes, a waiting client gets its slot (its SYN retransmission)."""
+    n, extra = 300, 5
+    stream = PeerStream(lbed, ECHO)
     socks: list[socket.socket] = []
+    waiting: list[socket.socket] = []
     try:
         p0 = stack.probe()
         for _ in range(n):
@@ -309,12 +314,42 @@ def test_no_connection_cap_each_costs_memory(lbed, stack):
         for i, c in enumerate(socks):
             assert c.recv(2) == i.to_bytes(2, "big")
         p1 = stack.probe()
+        cap = p1["connections"]
+        stack.sysctl("pystack.max_connections", cap)
+        for _ in range(extra):
+            c = lbed.socket("peer", socket.AF_INET, socket.SOCK_STREAM)
+            c.setblocking(False)
+            c.connect_ex((lbed.stack.ip, ECHO))
+            waiting.append(c)
+        p2 = wait_for(lambda: (p := stack.probe())["mib"]["ConnectionLimitDrops"]
+                      - p1["mib"]["ConnectionLimitDrops"] >= extra and p, 10,
+                      "the SYNs over the cap to be dropped")
+        over = [c for c in waiting if _connected(c)]
+        socks.pop().close()  # a slot frees once pystack's side has closed too
+        wait_for(lambda: any(_connected(c) for c in waiting), 15,
+                 "a waiting client to connect into the freed slot")
+        sent = finish(stream)
     finally:
-        for c in socks:
+        stack.sysctl("pystack.max_connections", 65536)
+        stream.close()
+        for c in socks + waiting:
             c.close()
     est = p1["states"].get("ESTABLISHED", 0) - p0["states"].get("ESTABLISHED", 0)
     per_conn = (p1["rss_kib"] - p0["rss_kib"]) * 1024 // n
-    report("limits connections", established=n, engine_established_delta=est,
-           rss_bytes_per_connection=per_conn, rss_kib=(p0["rss_kib"], p1["rss_kib"]))
+    d = mib_delta(p1, p2, "ConnectionLimitDrops", "ListenDrops")
+    report("limits connections", cap=cap, established=n, engine_established_delta=est,
+           over_cap_clients=extra, connected_over_cap=len(over), **d,
+           rss_bytes_per_connection=per_conn, rss_kib=(p0["rss_kib"], p1["rss_kib"]),
+           echo_stream_bytes=sent)
     assert est == n
+    assert not over, "a client connected past the cap"
+    assert d["ListenDrops"] >= extra
     assert per_conn < 64 * 1024, f"{per_conn} bytes of RSS per idle connection"
+
+
+def _connected(c: socket.socket) -> bool:
+    try:
+        c.getpeername()
+    except OSError:
+        return False
+    return c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0

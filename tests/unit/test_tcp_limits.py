@@ -2,6 +2,10 @@
 tcp_notsent_lowat, tcp_retries1 (Linux tcp_check_oom, tcp_time_wait, tcp_stream_memory_free,
 tcp_write_timeout)."""
 
+import errno
+
+import pytest
+
 from pystack.tcp.state import TcpState
 from pystack.tcp.testing import LOCAL_ISN, REMOTE_ISN, REMOTE_PORT, Harness
 from pystack.wire.segment import ACK, FIN, SYN, TcpOptions
@@ -298,3 +302,36 @@ def test_retries1_without_callback_only_counts() -> None:
     h.advance(0.61)  # model_timeout(1) = 0.6 s: the second RTO, at 0.6 s
     assert h.engine.mib["NegativeAdvice"] == 1
     assert c.state == TcpState.ESTABLISHED
+
+
+# ---------------------------------------------------------------------------------------
+# pystack.max_connections (pystack's own: the XDP flow table bounds the connections)
+# ---------------------------------------------------------------------------------------
+def test_syn_over_max_connections_is_dropped_and_counted() -> None:
+    h = Harness(max_connections=2)
+    _accept(h, REMOTE_PORT)
+    _accept(h, REMOTE_PORT + 1)
+    h.send(SYN, REMOTE_ISN, options=MSS, src_port=REMOTE_PORT + 2)
+    assert h.recv() == []  # no SYN-ACK, no RST: the client retries
+    mib = h.engine.mib
+    assert (mib["ConnectionLimitDrops"], mib["ListenDrops"]) == (1, 1)
+    assert len(h.engine.connections) == 2
+
+
+def test_a_closed_connection_frees_its_slot() -> None:
+    h = Harness(max_connections=1)
+    a = _accept(h, REMOTE_PORT)
+    a.abort()
+    h.expect(flags="RA")
+    assert not h.engine.connections
+    _accept(h, REMOTE_PORT + 1)  # the retried SYN gets in
+    assert h.engine.mib["ConnectionLimitDrops"] == 0
+
+
+def test_active_open_over_max_connections_fails_with_eagain() -> None:
+    h = Harness(max_connections=1)
+    _accept(h, REMOTE_PORT + 1)
+    with pytest.raises(OSError) as e:
+        h.connect()
+    assert e.value.errno == errno.EAGAIN
+    assert h.engine.mib["ConnectionLimitDrops"] == 1
