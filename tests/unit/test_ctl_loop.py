@@ -17,6 +17,7 @@ class FakeDatapath:
 
     def __init__(self) -> None:
         self.xsk = SimpleNamespace(fd=os.eventfd(0, os.EFD_NONBLOCK))
+        self.fd = self.xsk.fd  # Datapath.fd: what the loop polls for every rx queue
         self.receives = 0
 
     def receive(self) -> list[object]:
