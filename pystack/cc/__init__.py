@@ -3,7 +3,10 @@
 Each algorithm is a :class:`~pystack.cc.base.CongestionOps` subclass keyed by its ``name``
 (the ``TCP_CONGESTION`` socket option / ``net.ipv4.tcp_congestion_control`` string).
 Importing this package registers ``reno`` and ``cubic``; :data:`DEFAULT` is ``"cubic"`` as
-on Linux.  :func:`get` returns a fresh instance per connection; an unknown name raises
+on Linux.  :func:`get` returns a fresh instance; :func:`for_connection` is what a connection
+uses: the one shared instance of an algorithm that keeps all its per-connection state in
+``tp.priv`` (its class sets ``shared = True``: ``reno`` and ``cubic``), else a fresh one
+(memory: an idle connection holds no algorithm object of its own).  An unknown name raises
 :class:`UnknownAlgorithm` (a ``KeyError``), which the socket layer maps to ``ENOENT``.
 :func:`available` is ``net.ipv4.tcp_available_congestion_control`` (registration order).
 
@@ -54,6 +57,7 @@ __all__ = [
     "TCP_CA_NAME_MAX",
     "UnknownAlgorithm",
     "available",
+    "for_connection",
     "get",
     "register",
     "unregister",
@@ -69,6 +73,7 @@ _T = TypeVar("_T", bound=type[CongestionOps])
 
 _lock = threading.Lock()
 _registry: dict[str, type[CongestionOps]] = {}  # insertion order == registration order
+_shared: dict[type[CongestionOps], CongestionOps] = {}  # one instance per shared class
 
 
 class UnknownAlgorithm(KeyError):
@@ -122,7 +127,7 @@ def unregister(name: str) -> None:
     with _lock:
         if name not in _registry:
             raise UnknownAlgorithm(name)
-        del _registry[name]
+        _shared.pop(_registry.pop(name), None)
 
 
 def get(name: str) -> CongestionOps:
@@ -132,6 +137,22 @@ def get(name: str) -> CongestionOps:
     if cls is None:
         raise UnknownAlgorithm(name)
     return cls()
+
+
+def for_connection(name: str) -> CongestionOps:
+    """The instance a connection uses: shared when the class itself declares ``shared =
+    True`` (stateless: all per-connection state in ``tp.priv``), else a fresh one.  A
+    subclass does not inherit the promise: it may keep state on its instance."""
+    with _lock:
+        cls = _registry.get(name)
+        if cls is None:
+            raise UnknownAlgorithm(name)
+        if not cls.__dict__.get("shared", False):
+            return cls()
+        ops = _shared.get(cls)
+        if ops is None:
+            ops = _shared[cls] = cls()
+        return ops
 
 
 def available() -> list[str]:

@@ -6,7 +6,8 @@ An algorithm is a :class:`CongestionOps` subclass with a ``name`` (the
 ``srtt_us``, ``now_us``, ``is_cwnd_limited`` ...) and calls the hooks at the same points
 Linux does:
 
-* ``init`` when the algorithm is attached, ``release`` when it is detached;
+* ``init`` when the algorithm is attached (through ``init_deferred``), ``release`` when it
+  is detached;
 * ``ssthresh`` on entering loss recovery / RTO / ECN CWR (the result becomes
   ``snd_ssthresh``; the engine saves ``prior_cwnd``/``prior_ssthresh`` first for undo);
 * ``cong_avoid(ack, acked)`` on every ACK that advances ``snd_una`` while in ``OPEN``
@@ -140,13 +141,24 @@ class CongestionOps:
     Subclass it, set ``name`` and override at least :meth:`ssthresh` and
     :meth:`cong_avoid`; register it with :func:`pystack.cc.register`.  One instance is
     created per connection (``pystack.cc.get``), per-connection state may live on the
-    instance or in ``tp.priv``.
+    instance or in ``tp.priv``; a class that keeps it all in ``tp.priv`` may set ``shared =
+    True`` so that connections share one instance.
     """
 
     name: ClassVar[str] = ""
+    shared: ClassVar[bool] = False
+    """True (set on the class itself, not inherited): the instance holds no per-connection
+    state, so one instance serves every connection (:func:`pystack.cc.for_connection`)."""
 
     def init(self, tp: CcState) -> None:  # noqa: B027 - optional hook
         """Called when the algorithm is attached to a connection."""
+
+    def init_deferred(self, tp: CcState) -> None:
+        """What a connection calls when it attaches the algorithm: :meth:`init`.  An
+        algorithm may override it to defer making its private state until a hook first
+        needs it (an idle connection then holds none), provided every hook then behaves
+        exactly as after :meth:`init`."""
+        self.init(tp)
 
     def release(self, tp: CcState) -> None:  # noqa: B027 - optional hook
         """Called when the algorithm is detached (socket close or algorithm change)."""

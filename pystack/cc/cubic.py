@@ -169,15 +169,22 @@ class Cubic(CongestionOps):
     """Linux ``cubictcp``: RFC 9438 CUBIC with HyStart (ACK train + delay)."""
 
     name = "cubic"
+    shared = True  # all per-connection state is in tp.priv: connections share one instance
 
     # -- helpers ---------------------------------------------------------------------------
     @staticmethod
     def _ca(tp: CcState) -> BicTcp:
         ca = tp.priv
-        if not isinstance(ca, BicTcp):  # engine forgot init(): behave as if it had called it
-            ca = BicTcp()
+        if not isinstance(ca, BicTcp):
+            if type(ca) is int:
+                # init() deferred the state (an idle connection keeps no BicTcp): it is
+                # what init() would have made, with init's clock (the int) and delivered +
+                # packets_out == 0 (the HyStart round's end).
+                ca = BicTcp(last_active_us=ca, round_start=ca, last_ack=ca)
+            else:  # engine forgot init(): behave as if it had called it
+                ca = BicTcp()
+                Cubic._hystart_reset(tp, ca)
             tp.priv = ca
-            Cubic._hystart_reset(tp, ca)
         return ca
 
     @staticmethod
@@ -189,6 +196,16 @@ class Cubic(CongestionOps):
         ca.sample_cnt = 0
 
     # -- hooks -----------------------------------------------------------------------------
+    def init_deferred(self, tp: CcState) -> None:
+        """:meth:`init` for a new connection.  In the usual case (HyStart on, nothing
+        delivered or in flight yet) only the clock is recorded, as an int in ``tp.priv``:
+        the first hook that needs the :class:`BicTcp` makes it (:meth:`_ca`) with the values
+        init would have given it, so an idle connection holds none."""
+        if hystart and not tp.delivered + tp.packets_out:
+            tp.priv = tp.now_us
+        else:
+            self.init(tp)
+
     def init(self, tp: CcState) -> None:
         """Linux ``cubictcp_init``."""
         ca = BicTcp(last_active_us=tp.now_us)
@@ -199,7 +216,7 @@ class Cubic(CongestionOps):
             tp.snd_ssthresh = initial_ssthresh
 
     def release(self, tp: CcState) -> None:
-        if isinstance(tp.priv, BicTcp):
+        if isinstance(tp.priv, BicTcp) or type(tp.priv) is int:
             tp.priv = None
 
     def cwnd_event(self, tp: CcState, ev: CaEvent) -> None:
@@ -360,7 +377,9 @@ class Cubic(CongestionOps):
 
     def get_info(self, tp: CcState) -> dict[str, int]:
         """CUBIC diagnostics (not in Linux's TCP_CC_INFO; handy for ``ss -ti`` style dumps)."""
-        ca = self._ca(tp)
+        # A deferred state reads as a fresh one without being made (a dump of idle
+        # connections does not grow them).
+        ca = BicTcp() if type(tp.priv) is int else self._ca(tp)
         return {
             "cnt": ca.cnt,
             "last_max_cwnd": ca.last_max_cwnd,

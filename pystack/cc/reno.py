@@ -23,6 +23,7 @@ class Reno(CongestionOps):
     """Linux ``tcp_reno`` congestion control."""
 
     name = "reno"
+    shared = True  # no per-connection state at all
 
     def ssthresh(self, tp: CcState) -> int:
         """Linux ``tcp_reno_ssthresh``."""

@@ -101,6 +101,68 @@ __all__ = ["Connection", "EventCallback"]
 # States in which segment text is still accepted (RFC 9293 §3.10.7.4, seventh step).
 _RCV_STATES = frozenset({TcpState.ESTABLISHED, TcpState.FIN_WAIT_1, TcpState.FIN_WAIT_2})
 
+# Memory (issue 7): one shared int object per window / MSS value (Connection._compact).
+# Bounded: once full, further values are simply not shared.
+_SHARED_INTS: dict[int, int] = {}
+_SHARED_INTS_MAX = 2048
+
+
+class _Rare:
+    """Memory (issue 7): a connection's rarely used fields (urgent data, Fast Open
+    client, zero-window probing, MTU probing, retransmission count, out-of-window
+    rate limit); one is made on the first non-default value (``Connection._rare``)."""
+
+    __slots__ = ("last_oow", "urg_off", "urg_byte", "probes_stamp", "total_retrans",
+                 "mtup_low", "fastopen_queued", "fastopen_deferred")
+
+    def __init__(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, getattr(Connection, _RARE_ATTR[name]).default)
+
+
+class _RareField:
+    """``conn.<name>`` is ``conn._rare.<name>``, its default while there is no _Rare;
+    setting a non-default value makes the _Rare (recovery._Field's pattern)."""
+
+    __slots__ = ("name", "default")
+
+    def __init__(self, default: object) -> None:
+        self.default = default
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name.lstrip("_")
+        _RARE_ATTR[self.name] = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        r = obj._rare
+        return self.default if r is None else getattr(r, self.name)
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        r = obj._rare
+        if r is None:
+            if value == self.default and type(value) is type(self.default):
+                return
+            r = obj._rare = _Rare()
+        setattr(r, self.name, value)
+
+
+_RARE_ATTR: dict[str, str] = {}  # _Rare slot -> Connection attribute
+
+
+def _shared_int(v: int) -> int:
+    """The shared object equal to ``v`` (``v`` itself if it is new and the table full)."""
+    if -5 <= v <= 256:
+        return v  # CPython's small-int cache already shares these
+    s = _SHARED_INTS.get(v)
+    if s is not None:
+        return s
+    if len(_SHARED_INTS) < _SHARED_INTS_MAX and type(v) is int:
+        _SHARED_INTS[v] = v
+    return v
+
 
 class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, WindowMixin, _Sock):
     """A TCP connection (TCB of RFC 9293 §3.3.1 plus the socket around it)."""
@@ -154,7 +216,6 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         "_dupacks",
         "_probes",
         "_probe_backoff",
-        "_probes_stamp",
         "_last_send",
         # timers (absolute times or None)
         "_t_rtx",
@@ -168,11 +229,8 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         "_quick",
         "_lrcvtime",
         "_last_rcv",
-        "_last_oow",
-        # urgent data
-        "_urg_off",
+        # urgent data (the offset and byte are rare fields, below)
         "_urg_state",
-        "_urg_byte",
         # statistics (tcp_info)
         "bytes_acked",
         "bytes_received",
@@ -180,20 +238,29 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         "segs_out",
         "data_segs_in",
         "data_segs_out",
-        "total_retrans",
         # loss recovery / ECN (pystack/tcp/recovery.py)
         "_rs",
         "_ecn",
-        # receive autotuning / memory (window.py, receive.py, mtu.py): Linux rcvq_space
-        # and rcv_rtt_est (a RcvSpace, made once bulk data arrives), MTU-probing search_low
+        # receive autotuning / memory (window.py, receive.py): Linux rcvq_space and
+        # rcv_rtt_est (a RcvSpace, made once bulk data arrives)
         "_rtune",
-        "_mtup_low",
         # Fast Open (RFC 7413; pystack/tcp/fastopen.py)
         "_fo",
-        "fastopen_queued",
-        "fastopen_deferred",
+        # memory (issue 7): the rare fields' _Rare, None until one is set (see _RareField)
+        "_rare",
         "__weakref__",
     )
+
+    # Memory (issue 7): fields most connections never set live in a _Rare made on the
+    # first non-default value; reading one of an ordinary connection gives its default.
+    _last_oow = _RareField(-1e9)  # last out-of-window ACK sent (RFC 5961 rate limit)
+    _urg_off = _RareField(0)  # urgent data: receive-stream offset of the mark
+    _urg_byte = _RareField(0)  # urgent data: the byte (MSG_OOB)
+    _probes_stamp = _RareField(0.0)  # zero-window probes: first probe's time
+    total_retrans = _RareField(0)  # tcp_info: retransmitted segments, ever
+    _mtup_low = _RareField(0)  # path-MTU search_low; 0: MTU probing off (mtu.py)
+    fastopen_queued = _RareField(0)  # bytes a connect(fastopen=True, data=...) queued
+    fastopen_deferred = _RareField(False)  # the SYN waits for a write (TFO_CONNECT)
 
     def __init__(
         self, engine: TcpEngine, four_tuple: FourTuple, *, listener: Listener | None = None
@@ -233,7 +300,6 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         self._dupacks = 0
         self._probes = 0
         self._probe_backoff = 0
-        self._probes_stamp = 0.0
         self._last_send = 0.0
         self._t_rtx: float | None = None
         self._t_delack: float | None = None
@@ -245,25 +311,17 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         self._quick = 0
         self._lrcvtime = 0.0
         self._last_rcv = 0.0
-        self._last_oow = -1e9
-        self._urg_off = 0
         self._urg_state = URG_NONE
-        self._urg_byte = 0
         self.bytes_acked = self.bytes_received = 0
         self.segs_in = self.segs_out = self.data_segs_in = self.data_segs_out = 0
-        self.total_retrans = 0
         # loss recovery / ECN (pystack/tcp/recovery.py)
         self._rs = None  # recovery.RecState, made at the first loss/reordering (else None)
         self._ecn = 0  # ECN flags, recovery.ECN_* (Linux ecn_flags)
         # receive autotuning / memory
         self._rtune: RcvSpace | None = None  # None until bulk data arrives (window.py)
-        self._mtup_low = 0  # path-MTU search_low; 0: MTU probing off (mtu.py)
-        # Fast Open: per-connection state (None on plain connections); bytes a
-        # connect(fastopen=True, data=...) queued; the SYN waits for a write
-        # (TCP_FASTOPEN_CONNECT with a cookie).
+        # Fast Open: per-connection state (None on plain connections)
         self._fo: ConnFastOpen | None = None
-        self.fastopen_queued = 0
-        self.fastopen_deferred = False
+        self._rare: _Rare | None = None  # memory: the rare fields (_RareField), if any set
 
     def __repr__(self) -> str:
         t = self.four_tuple
@@ -735,10 +793,10 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         # tcp_metrics (metrics_cache.py): Linux tcp_init_metrics, before the CC init.
         self.engine.tcp_metrics.init_conn(self, tp, now)
         try:
-            ops = cc.get(self._cc_name())
+            ops = cc.for_connection(self._cc_name())
         except KeyError:
-            ops = cc.get("reno")
-        ops.init(tp)
+            ops = cc.for_connection("reno")
+        ops.init_deferred(tp)
         self.cc = ops
         self.ccs = tp
         self._retransmits = 0
@@ -747,6 +805,53 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         self._t_rtx = None
         self._f &= ~F_SEND_SYN
         self._arm_keepalive(now)
+        self._compact()
+
+    def _compact(self) -> None:
+        """Memory (issue 7): an idle connection's ints beyond the small-int cache cost 28-32
+        bytes each.  Fields holding equal values share one object (after the handshake
+        SND.UNA = SND.NXT = the write sequence = SND.WL2, RCV.NXT = RCV.WUP, SND.WL1 =
+        RCV.NXT or IRS), and window and MSS values, the same on most connections, come from
+        a shared table.  No value changes; called when the connection is established."""
+        una = self.snd_una
+        if self.snd_nxt == una:
+            self.snd_nxt = una
+        if self._write_seq == una:
+            self._write_seq = una
+        if self.snd_wl2 == una:
+            self.snd_wl2 = una
+        nxt = self.rcv_nxt
+        if self.rcv_wup == nxt:
+            self.rcv_wup = nxt
+        wl1 = self.snd_wl1
+        if wl1 == nxt:
+            self.snd_wl1 = nxt
+        elif wl1 == self.irs:  # an active opener's: the SYN-ACK's sequence
+            self.snd_wl1 = self.irs
+        if self._snd_sml == self.iss:
+            self._snd_sml = self.iss
+        g = _SHARED_INTS.get  # a hit costs one dict lookup; _shared_int adds a miss
+        si = _shared_int
+        v = self.snd_wnd
+        self.snd_wnd = g(v) or si(v)
+        v = self.max_window
+        self.max_window = g(v) or si(v)
+        v = self.rcv_wnd
+        self.rcv_wnd = g(v) or si(v)
+        v = self._rcv_ssthresh
+        self._rcv_ssthresh = g(v) or si(v)
+        v = self._wnd_clamp
+        self._wnd_clamp = g(v) or si(v)
+        v = self.snd_mss
+        self.snd_mss = g(v) or si(v)
+        v = self._peer_mss
+        self._peer_mss = g(v) or si(v)
+        v = self._rcv_mss
+        self._rcv_mss = g(v) or si(v)
+        tp = self.ccs
+        if tp is not None:
+            v = tp.mss
+            tp.mss = g(v) or si(v)
 
     def _enter_time_wait(self, now: float) -> None:
         eng = self.engine
@@ -812,7 +917,10 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
             return
         else:
             self._input_other(seg, now)
-        if self.state != TcpState.CLOSED:
+        new = self.state
+        if new != TcpState.CLOSED:
+            if new is not st and new is TcpState.ESTABLISHED:
+                self._compact()  # memory: the handshake is over, the fields are settled
             self.engine._touch(self)
 
     def _option_changed(self, optname: int) -> None:

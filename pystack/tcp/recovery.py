@@ -1211,7 +1211,7 @@ class RecoveryMixin:
         tp = self.ccs
         if old is None or tp is None or old.name == name:
             return
-        ops = cc.get(name)
+        ops = cc.for_connection(name)
         tp.now_us = int(self.engine._now * 1e6)
         old.release(tp)
         tp.priv = None
