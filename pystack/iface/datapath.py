@@ -87,14 +87,13 @@ class Datapath:
         queues: int | None = None,
     ) -> None:
         """`queues`: how many rx queues to take, from queue 0 (default: every rx queue the
-        interface has, as far as they bind). `frames` is the UMEM size of one queue's
-        socket when there is one queue; with n queues each gets frames/n (at least twice
-        the ring size)."""
+        interface has, as far as they bind). `frames` is the UMEM size when there is one
+        queue; with n queues each gets frames/n (at least 1024), with rings no larger
+        than half of that."""
         self.ifname = ifname
         self.mode = mode
         self.c_batch = c_batch
-        # A TSO segment must fit the tx ring at once (half of it, so a batch still moves).
-        self.tso_segs = max(1, min(TSO_SEGS, ring_size // 2))
+        self.tso_segs = max(1, min(TSO_SEGS, ring_size // 2))  # _open_queues: the rings made
         self.gro = gro  # pystack.io.batch GRO_DATA | GRO_ACKS, 0: every frame alone
         self.stats = DatapathStats()
         self._own_program = program is None
@@ -130,10 +129,17 @@ class Datapath:
         if queues is not None and not 1 <= queues <= min(have, abi.MAX_QUEUES):
             raise XskError(f"{self.ifname} has {have} rx queues; cannot take {queues}")
         n = min(queues or have, abi.MAX_QUEUES)
-        per = frames if n == 1 else max(2 * ring_size, frames // n)
+        # The UMEM is shared out, not multiplied: 64 queues must not take 64 x 32 MiB. A
+        # queue keeps at least 1024 frames and rings at most half its frames (powers of 2).
+        per = frames if n == 1 else max(1024, frames // n)
+        ring = ring_size
+        while ring * 2 > per and ring > 64:
+            ring //= 2
+        # A TSO segment must fit the tx ring at once (half of it, so a batch still moves).
+        self.tso_segs = max(1, min(TSO_SEGS, ring // 2))
         for q in range(n):
             try:
-                x = XskSocket(self.ifname, q, frames=per, ring_size=ring_size, mode=xsk_mode,
+                x = XskSocket(self.ifname, q, frames=per, ring_size=ring, mode=xsk_mode,
                               batch=batch)
             except XskError as e:
                 if q == 0 or queues is not None:
