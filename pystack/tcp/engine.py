@@ -320,11 +320,10 @@ class TcpEngine:
             c._f |= F_WSCALE
         c._init_rcv_window(c._advmss())
         c._rcv_mss = self._initial_rcv_mss(c)
-        iss = self.isn(t, now)
+        iss, c._ts_offset = self._isn_ts(t, now)
         c.iss = c.snd_una = c.snd_nxt = iss
         c._write_seq = sq.add(iss, 1)
         c._snd_sml = iss
-        c._ts_offset = self._ts_offset(t)
         if old is not None:
             twreuse.take_over(self, old, c)  # tcp_tw_reuse: ISN after the old SND.NXT
         c._set_state(TcpState.SYN_SENT)
@@ -449,10 +448,19 @@ class TcpEngine:
 
     def isn(self, t: FourTuple, now: float) -> int:
         """RFC 6528 §3: ISN = M + F(4-tuple, secret), M a 4 µs timer, F a keyed hash."""
+        return self._isn_ts(t, now)[0]
+
+    def _isn_ts(self, t: FourTuple, now: float) -> tuple[int, int]:
+        """ISN (isn()) and TSval offset (tcp_timestamps=1; 0 for 2) of a new connection,
+        from one keyed hash of the four-tuple: its first half is RFC 6528's F, its second
+        the offset (Linux secure_tcp_seq and secure_tcp_ts_off, one siphash each)."""
+        h = hashlib.blake2s(struct.pack(">IHIH", *t), key=self._secret, digest_size=8).digest()
         if self._isn_fn is not None:
-            return self._isn_fn(t, now) & sq.MASK
-        h = hashlib.blake2s(struct.pack(">IHIH", *t), key=self._secret, digest_size=4)
-        return (int.from_bytes(h.digest(), "big") + int(now * 250_000)) & sq.MASK
+            isn = self._isn_fn(t, now) & sq.MASK
+        else:
+            isn = (int.from_bytes(h[:4], "big") + int(now * 250_000)) & sq.MASK
+        ts_off = int.from_bytes(h[4:], "big") if self.settings.tcp_timestamps == 1 else 0
+        return isn, ts_off
 
     # =================================================================================
     # Internals used by Connection
@@ -549,14 +557,6 @@ class TcpEngine:
         self._chal_count += 1
         return self._chal_count <= self.settings.tcp_challenge_ack_limit
 
-    def _ts_offset(self, t: FourTuple) -> int:
-        """Per-connection TSval offset (tcp_timestamps=1), none for tcp_timestamps=2."""
-        if self.settings.tcp_timestamps != 1:
-            return 0
-        h = hashlib.blake2s(struct.pack(">IHIH", *t), key=self._secret, digest_size=4,
-                            person=b"tsoff")
-        return int.from_bytes(h.digest(), "big")
-
     @staticmethod
     def _initial_rcv_mss(c: Connection) -> int:
         """Linux ``tcp_initialize_rcv_mss``."""
@@ -650,11 +650,12 @@ class TcpEngine:
         # Linux tcp_openreq_init_rwin: the window is computed on MSS minus the TS option.
         c._init_rcv_window(c._advmss() - (12 if c._f & F_TS else 0))
         c._rcv_mss = self._initial_rcv_mss(c)
-        iss = isn if isn is not None else self.isn(t, now)
+        iss, c._ts_offset = self._isn_ts(t, now)
+        if isn is not None:
+            iss = isn
         c.iss = c.snd_una = c.snd_nxt = iss
         c._write_seq = sq.add(iss, 1)
         c._snd_sml = iss
-        c._ts_offset = self._ts_offset(t)
         c.snd_wnd = seg.window  # SYN windows are not scaled (RFC 7323 §2.2)
         c.max_window = seg.window
         c.snd_wl1 = seg.seq

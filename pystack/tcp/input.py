@@ -182,13 +182,15 @@ class InputMixin:
         wnd = self._rcv_window_now()
         rn = self.rcv_nxt
         s = seg.seq
+        mask = sq.MASK
+        # sq.in_window(x, rn, wnd), inlined: (x - rn) mod 2**32 < wnd
         if seg_len == 0:
             if wnd == 0:
                 return s == rn
-            return sq.in_window(s, rn, wnd)
+            return ((s - rn) & mask) < wnd
         if wnd == 0:
             return False
-        return sq.in_window(s, rn, wnd) or sq.in_window(sq.add(s, seg_len - 1), rn, wnd)
+        return ((s - rn) & mask) < wnd or ((s + seg_len - 1 - rn) & mask) < wnd
 
     def _input_other(self, seg: TcpSegment, now: float) -> None:
         """RFC 9293 §3.10.7.4: SYN-RECEIVED and the synchronized states."""

@@ -313,7 +313,9 @@ class SendMixin:
             if f & F_TS:
                 opts.timestamp = (self._tsval(now), self.ts_recent)
             window = min(self._select_window() >> self.rcv_wscale, 65535)
-            if f & F_SACK and flags & ACK:
+            if f & F_SACK and flags & ACK and (
+                self._dsack is not None or (self._rcvbuf is not None and self._rcvbuf.ooo)
+            ):  # (the usual case, nothing to report, without building a list)
                 blocks = self._sack_blocks()
                 if blocks:
                     opts.sack_blocks = blocks
