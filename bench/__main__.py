@@ -65,6 +65,12 @@ def _bulk(r: dict[str, object]) -> list[Row]:
             rows.append(_row(f"{what}, Mbit/s, TSO/GSO off", r[f"{d}_pystack_mbit_s"],
                              r[f"{d}_kernel_mbit_s"], r[f"{d}_ratio"], f">= {t}",
                              _at_least(r[f"{d}_ratio"], float(t))))  # type: ignore[arg-type]
+    for d, what in (("rx", "kernel sender -> pystack receiver"),
+                    ("tx", "pystack sender -> kernel receiver")):
+        if f"{d}_ratio_vs_kernel_defaults" in r:
+            rows.append(_row(f"... {what} vs the kernel with default offloads (TSO/GSO on)",
+                             r[f"{d}_pystack_mbit_s"], r[f"{d}_kernel_defaults_mbit_s"],
+                             r[f"{d}_ratio_vs_kernel_defaults"]))
     return rows
 
 
