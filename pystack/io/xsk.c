@@ -774,7 +774,9 @@ static int can_merge_ack(const struct ps_rxseg *p, const struct ps_rxseg *s)
         return 0;
     if (p->nsack || s->nsack || (p->opts & ~PS_O_TS) || p->opts != s->opts)
         return 0;
-    return s->seq == p->seq && (int32_t)(s->ack - p->ack) > 0 && s->window == p->window &&
+    /* The window may differ: the latest ACK's is the one the sender keeps (RFC 9293
+     * §3.10.7.4: each advancing ACK updates SND.WND), as processing each would leave it. */
+    return s->seq == p->seq && (int32_t)(s->ack - p->ack) > 0 &&
            s->urgent == p->urgent && s->ecn == p->ecn && p->gso_segs < PS_GRO_MAX_SEGS;
 }
 

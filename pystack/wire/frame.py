@@ -203,13 +203,15 @@ def _merge_data(r: _Run, s: TcpSegment) -> bool:
 def _merge_ack(r: _Run, s: TcpSegment) -> bool:
     """Pure ACKs that only advance: never two with the same ack (duplicate ACKs drive fast
     retransmit, RFC 5681 §3.2) nor one that repeated the ACK before it with a later one;
-    never with SACK or options but timestamps, same window."""
+    never with SACK or options but timestamps. The window may change: the latest ACK's is
+    what the sender keeps, as processing each advancing ACK would leave it (RFC 9293
+    §3.10.7.4); a receiver that autotunes changes it on most ACKs of a bulk flow."""
     p = r.frame.segment
     return (_pure_ack(p) and _pure_ack(s) and not r.dupack
             and _only_ts(p.options) and _only_ts(s.options)
             and (p.options.timestamp is None) == (s.options.timestamp is None)
             and s.seq == p.seq and 0 < (s.ack - p.ack) & _MASK < 0x80000000
-            and s.window == p.window and s.urgent == p.urgent and s.ecn == p.ecn
+            and s.urgent == p.urgent and s.ecn == p.ecn
             and r.segs < GRO_MAX_SEGS)
 
 
