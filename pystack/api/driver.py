@@ -5,9 +5,10 @@ input (the link's batches, when the loop's selector says the link is readable) a
 output (one ``poll`` + ``send`` per loop turn in which anything changed):
 
 * link readable -> every waiting batch goes through ``engine.input``; connection events
-  reach transports synchronously; a flush is scheduled (``call_soon``), so writes that
-  coroutines make on the next loop turn (a StreamReader's waiter wakes there) leave in the
-  same batch as the ACKs they piggyback.
+  reach transports synchronously; one flush is scheduled (``call_soon``) once the whole
+  batch is fed, i.e. after every task the batch woke (a StreamReader's waiter), so the
+  writes those tasks make on the next loop turn leave together, in one ``send`` (one
+  kick of the AF_XDP socket), with the ACKs they piggyback.
 * any change from the user side (write, close, read opening the window) calls
   :meth:`Driver.kick`: at most one flush per loop turn, however many connections wrote.
 * one ``TimerHandle`` tracks ``engine.next_deadline()``; it is moved only when the deadline
@@ -48,6 +49,8 @@ class Driver:
         self.thread_id: int | None = None
         self.turns = 0  # flushes done (for tests and benchmarks)
         self._flush_pending = False
+        self._flush_handle: asyncio.Handle | None = None
+        self._feeding = False  # inside _on_ready: kicks wait for the end of the batch
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._retry: asyncio.TimerHandle | None = None
@@ -69,7 +72,7 @@ class Driver:
             if h is not None:
                 h.cancel()
         self._timer = self._retry = None
-        self._flush_pending = False
+        self._cancel_flush()
         self.loop = None
         self.thread_id = None
 
@@ -122,14 +125,24 @@ class Driver:
     # -- the engine's turns ------------------------------------------------------------
     def kick(self) -> None:
         """Something changed: poll the engine and send on this loop turn (once)."""
-        if not self._flush_pending and self.loop is not None and not self.loop.is_closed():
+        if self._flush_pending or self._feeding:
+            return  # already scheduled, or _on_ready schedules it after the whole batch
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
             self._flush_pending = True
-            self.loop.call_soon(self._flush)
+            self._flush_handle = loop.call_soon(self._flush)
 
     def flush_now(self) -> None:
         """Poll and send immediately (used at shutdown)."""
-        self._flush_pending = False
+        self._cancel_flush()
         self._flush()
+
+    def _cancel_flush(self) -> None:
+        h = self._flush_handle
+        if h is not None:
+            h.cancel()
+            self._flush_handle = None
+        self._flush_pending = False
 
     def _on_ready(self) -> None:
         loop = self.loop
@@ -138,16 +151,26 @@ class Driver:
         eng = self.engine
         receive = self.link.receive
         now = loop.time()
-        for _ in range(MAX_BATCHES):
-            segs = receive()
-            if not segs:
-                break
-            for seg in segs:
-                eng.input(seg, now)
-        self.kick()
+        self._feeding = True
+        try:
+            for _ in range(MAX_BATCHES):
+                segs = receive()
+                if not segs:
+                    break
+                for seg in segs:
+                    eng.input(seg, now)
+                if self.loop is None:
+                    break  # a callback closed the stack: the link is gone
+        finally:
+            self._feeding = False
+            # The flush goes after every callback the batch scheduled (tasks it woke): one
+            # already pending would run before them and their writes would need another.
+            self._cancel_flush()
+            self.kick()
 
     def _flush(self, at: float = 0.0) -> None:
         self._flush_pending = False
+        self._flush_handle = None
         loop = self.loop
         eng = self.engine
         now = loop.time() if loop is not None else time.monotonic()

@@ -122,6 +122,35 @@ def test_streams_echo_one_megabyte_is_exact() -> None:
     with_pair(body)
 
 
+def test_replies_of_tasks_one_batch_woke_leave_in_one_send() -> None:
+    """A batch of requests wakes one echo task per connection; the flush runs after all of
+    them, so their ten replies leave in one send (one AF_XDP kick), not one, then nine."""
+
+    async def body(a: Stack, b: Stack) -> None:
+        server = await start_server(echo, SRV, PORT, stack=a)
+        pairs = [await open_connection(SRV, PORT, stack=b) for _ in range(10)]
+        await asyncio.sleep(1)  # every handshake and delayed ACK settled
+        sends: list[int] = []
+        link_send = a.link.send
+
+        def counting_send(segs: Any) -> None:
+            sends.append(sum(1 for s in segs if s.payload))
+            link_send(segs)
+
+        a.link.send = counting_send  # type: ignore[method-assign]
+        for _, w in pairs:
+            w.write(b"y" * 1024)  # ten requests in one client flush: one batch at the server
+        for r, _ in pairs:
+            assert await r.readexactly(1024) == b"y" * 1024
+        assert [n for n in sends if n] == [10], sends
+        for _, w in pairs:
+            w.close()
+        server.close()
+        await server.wait_closed()
+
+    with_pair(body)
+
+
 def test_many_connections_share_one_flush_per_loop_turn() -> None:
     async def body(a: Stack, b: Stack) -> None:
         server = await start_server(echo, SRV, PORT, stack=a)
