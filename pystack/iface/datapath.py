@@ -21,9 +21,12 @@ coalesce, split_segment + build_frame): the reference the C path is tested again
 
 from __future__ import annotations
 
+import array
+import fcntl
 import logging
 import select
 import socket
+import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -415,8 +418,24 @@ class Datapath:
         return out
 
 
+SIOCETHTOOL = 0x8946
+ETHTOOL_GCHANNELS = 0x3C
+
+
 def _rx_queue_count(neigh: NeighbourTable) -> int:
-    """The interface's rx queues (IFLA_NUM_RX_QUEUES: allocated; fewer may be in use)."""
+    """The interface's rx queues in use: ethtool's channels (rx + combined, what
+    `ethtool -l` shows as current), else IFLA_NUM_RX_QUEUES, which counts the allocated
+    ones (a veth allocates one per possible CPU and uses one unless told otherwise)."""
+    # struct ethtool_channels: cmd, 4 maxima, rx_count, tx_count, other_count, combined
+    ch = array.array("I", [ETHTOOL_GCHANNELS] + [0] * 8)
+    ifr = struct.pack("16sP", neigh.ifname.encode(), ch.buffer_info()[0])
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            fcntl.ioctl(s.fileno(), SIOCETHTOOL, ifr + bytes(40 - len(ifr)))
+        if ch[5] + ch[8]:
+            return int(ch[5] + ch[8])
+    except OSError:
+        pass  # no channels to ask about (EOPNOTSUPP)
     link = neigh.ipr.get_links(neigh.ifindex)[0]
     return max(1, int(link.get_attr("IFLA_NUM_RX_QUEUES") or 1))
 

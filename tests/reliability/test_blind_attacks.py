@@ -371,14 +371,16 @@ def test_blind_attacks_across_the_sequence_wrap(abed, host, inj):
     def wrapped(t: Tcb) -> None:
         assert t.iss == WRAP_ISS and t.snd_una < t.iss, f"no wrap yet: {t}"
 
-    host.call(lambda: setattr(host.engine, "isn", isn))  # TcpEngine.isn, for this host only
+    # The engine's ISN function (TcpEngine(isn=...), what unit tests' Harness sets), here
+    # for this host only.
+    host.call(lambda: setattr(host.engine, "_isn_fn", isn))
     try:
         attacks = [(n, ATTACKS[n]) for n in WRAP_ATTACKS]
         attacks.append(("half_space", Try(_half_space, {"TCPAckUnsentData": 1,
                                                          "TCPChallengeACK": 1})))
         run_attack(abed, host, inj, "across_sequence_wrap", attacks, tries=3, check=wrapped)
     finally:
-        host.call(lambda: delattr(host.engine, "isn"))
+        host.call(lambda: setattr(host.engine, "_isn_fn", None))
 
 
 # ---- RFC 5961 §7 rate limits ----------------------------------------------------------------
