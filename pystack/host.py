@@ -249,12 +249,13 @@ class Host:
 
 class _Ticker:
     """The loop's segment handler: the engine, plus the host's tick every TICK seconds on
-    the same thread. input and poll are the engine's own bound methods: nothing is added
-    per segment."""
+    the same thread. input, input_batch and poll are the engine's own bound methods:
+    nothing is added per segment."""
 
     def __init__(self, engine: TcpEngine, tick: Callable[[float], None]) -> None:
         self.engine = engine
         self.input: Callable[[TcpSegment, float], None] = engine.input
+        self.input_batch: Callable[[list[TcpSegment], float], None] = engine.input_batch
         self.poll: Callable[[float], list[TcpSegment]] = engine.poll
         self._tick = tick
         self._next = 0.0

@@ -1,7 +1,8 @@
 """The stack's event loop: a Datapath below, a segment handler (the TCP engine) above.
 
-A handler has the engine's sans-I/O shape: `input(seg, now)` for each received segment,
-`poll(now)` for the segments to send, `next_deadline()` and `on_timer(now)` for timers.
+A handler has the engine's sans-I/O shape: `input(seg, now)` for each received segment
+(or, if it has one, `input_batch(segs, now)` for a whole batch), `poll(now)` for the
+segments to send, `next_deadline()` and `on_timer(now)` for timers.
 The loop receives a whole batch, feeds it, then polls once, so replies to a batch leave in
 one batch (and ACKs for a burst of data coalesce in the engine).
 """
@@ -63,6 +64,10 @@ class RefuseAll:
         self._out.append(TcpSegment(seg.dst_ip, seg.src_ip, seg.dst_port, seg.src_port,
                                     seq, ack, flags, 0))
         self.out_rsts += 1
+
+    def input_batch(self, segs: list[TcpSegment], now: float) -> None:
+        for seg in segs:
+            self.input(seg, now)
 
     def poll(self, now: float) -> list[TcpSegment]:
         out, self._out = self._out, []
@@ -154,8 +159,13 @@ class Stack:
         elif not segs and wait > 0 and dp.wait(wait):
             segs = dp.receive()
         now = time.monotonic()
-        for seg in segs:
-            h.input(seg, now)
+        if segs:
+            batch = getattr(h, "input_batch", None)
+            if batch is not None:
+                batch(segs, now)  # events fire once per batch (TcpEngine.input_batch)
+            else:
+                for seg in segs:
+                    h.input(seg, now)
         deadline = h.next_deadline()
         if deadline is not None and deadline <= now:
             h.on_timer(now)

@@ -4,11 +4,12 @@ The engine is sans-I/O and single-threaded. The driver gives it a clock (``loop.
 input (the link's batches, when the loop's selector says the link is readable) and
 output (one ``poll`` + ``send`` per loop turn in which anything changed):
 
-* link readable -> every waiting batch goes through ``engine.input``; connection events
-  reach transports synchronously; one flush is scheduled (``call_soon``) once the whole
-  batch is fed, i.e. after every task the batch woke (a StreamReader's waiter), so the
-  writes those tasks make on the next loop turn leave together, in one ``send`` (one
-  kick of the AF_XDP socket), with the ACKs they piggyback.
+* link readable -> every waiting batch goes through ``engine.input_batch``; connection
+  events reach transports synchronously, once per connection and batch; one flush is
+  scheduled (``call_soon``) once the whole batch is fed, i.e. after every task the batch
+  woke (a StreamReader's waiter), so the writes those tasks make on the next loop turn
+  leave together, in one ``send`` (one kick of the AF_XDP socket), with the ACKs they
+  piggyback.
 * any change from the user side (write, close, read opening the window) calls
   :meth:`Driver.kick`: at most one flush per loop turn, however many connections wrote.
 * one ``TimerHandle`` tracks ``engine.next_deadline()``; it is moved only when the deadline
@@ -149,6 +150,7 @@ class Driver:
         if loop is None:
             return
         eng = self.engine
+        batch = getattr(eng, "input_batch", None)
         receive = self.link.receive
         now = loop.time()
         self._feeding = True
@@ -157,8 +159,11 @@ class Driver:
                 segs = receive()
                 if not segs:
                     break
-                for seg in segs:
-                    eng.input(seg, now)
+                if batch is not None:
+                    batch(segs, now)  # a connection's events fire once per batch
+                else:
+                    for seg in segs:
+                        eng.input(seg, now)
                 if self.loop is None:
                     break  # a callback closed the stack: the link is gone
         finally:

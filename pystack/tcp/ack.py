@@ -65,13 +65,16 @@ class AckMixin(RecoveryMixin):
 
     def _new_ack(self, seg: TcpSegment, ack: int, now: float) -> None:
         prior_una = self.snd_una
-        acked = sq.sub(ack, prior_una)
+        acked = (ack - prior_una) & sq.MASK  # sq.sub inlined (hot path)
+        if acked >= sq.HALF:
+            acked -= sq.MOD
         sb = self._sndbuf
         buffered = len(sb) if sb is not None else 0
-        sb_seq = sq.sub(self._write_seq, buffered) & sq.MASK
+        sb_seq = (self._write_seq - buffered) & sq.MASK
         data_acked = 0
-        if sq.gt(ack, sb_seq):
-            data_acked = min(sq.sub(ack, sb_seq), buffered)
+        d = (ack - sb_seq) & sq.MASK  # sq.gt(ack, sb_seq): 0 < d < HALF
+        if 0 < d < sq.HALF:
+            data_acked = min(d, buffered)
             if sb is not None:
                 sb.ack(data_acked)
         self.bytes_acked += acked

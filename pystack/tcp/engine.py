@@ -3,7 +3,7 @@
 :class:`TcpEngine` owns the listeners and connections of one stack instance.  It is
 driven entirely from outside::
 
-    engine.input(seg, now)          # for every received TcpSegment (any number)
+    engine.input_batch(segs, now)   # every received batch (or input(seg, now) for one)
     engine.on_timer(now)            # when now >= engine.next_deadline()
     for seg in engine.poll(now):    # segments to transmit (ACKs coalesce per poll)
         ...
@@ -133,6 +133,28 @@ MIB_COUNTERS = (
 )
 
 SOMAXCONN_DEFAULT = 4096
+
+
+# Events that report a condition (data to read, room to write, nothing unacknowledged),
+# not an occurrence: one delivery after a batch stands for any number of repeats.
+_LEVEL_EVENTS = frozenset(("readable", "writable", "drained"))
+
+
+def _coalesce(events: list[tuple[object, str]]) -> list[tuple[object, str]]:
+    """``events`` with repeated level-triggered (object, kind) pairs dropped."""
+    if len(set(events)) == len(events):
+        return events  # the common case: no repeats at all
+    seen: set[tuple[int, str]] = set()
+    out: list[tuple[object, str]] = []
+    for ev in events:
+        kind = ev[1]
+        if kind in _LEVEL_EVENTS:
+            key = (id(ev[0]), kind)
+            if key in seen:
+                continue
+            seen.add(key)
+        out.append(ev)
+    return out
 
 
 class Listener(_Sock):
@@ -355,7 +377,25 @@ class TcpEngine:
     # Driving the engine
     # =================================================================================
     def input(self, seg: TcpSegment, now: float) -> None:
-        """Process one received segment (RFC 9293 §3.10.7)."""
+        """Process one received segment (RFC 9293 §3.10.7); events fire before it returns."""
+        self._input_seg(seg, now)
+        if self._events:
+            self._flush_events()
+
+    def input_batch(self, segs: list[TcpSegment], now: float) -> None:
+        """Process a batch of segments received together, as :meth:`input` does each, but
+        fire the connection events once, after the whole batch: a connection that got
+        several segments reports "readable" (or "writable", "drained") once, and its
+        callback reads everything they carried in one go.  Other events ("accept",
+        "connected", "closed", "urgent") are all delivered, in order."""
+        inp = self._input_seg
+        for seg in segs:
+            inp(seg, now)
+        if self._events:
+            self._flush_events(coalesce=True)
+
+    def _input_seg(self, seg: TcpSegment, now: float) -> None:
+        """One received segment, its events left queued (input/input_batch fire them)."""
         if now > self._now:
             self._now = now
         self.mib["InSegs"] += seg.gso_segs  # Linux counts the segments GRO merged
@@ -370,10 +410,8 @@ class TcpEngine:
                     c._set_state(TcpState.CLOSED)
                     self._remove(c)
                     self._listen_input(lst, seg, now, isn_hint)
-                    self._flush_events()
                     return
             c._input(seg, now)
-            self._flush_events()
             return
         lst = self._find_listener(seg)
         if lst is not None:
@@ -381,7 +419,6 @@ class TcpEngine:
                 cookies.cookie_ack(self, lst, seg, now)
             else:
                 self._listen_input(lst, seg, now, None)
-            self._flush_events()
             return
         self._closed_input(seg)
 
@@ -524,10 +561,15 @@ class TcpEngine:
     def _queue_event(self, obj: object, kind: str) -> None:
         self._events.append((obj, kind))
 
-    def _flush_events(self) -> None:
+    def _flush_events(self, coalesce: bool = False) -> None:
+        """Deliver the queued events. ``coalesce``: repeats of a level-triggered event
+        (_LEVEL_EVENTS) for one object are delivered once, where the first one was queued;
+        callbacks only learn that the condition holds and read the state themselves."""
         while self._events:
             events = self._events
             self._events = []
+            if coalesce and len(events) > 1:
+                events = _coalesce(events)
             for obj, kind in events:
                 cb = getattr(obj, "on_event", None)
                 if cb is not None:

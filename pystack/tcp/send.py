@@ -129,11 +129,12 @@ class SendMixin:
         cwnd_limited = False
         idle = self.snd_una == self.snd_nxt
         while True:
-            unsent = sq.sub(wr, self.snd_nxt)
-            if unsent <= 0:
+            # sq.sub / sq.gt inlined (once per segment sent): > 0 means below HALF.
+            unsent = (wr - self.snd_nxt) & sq.MASK
+            if not 0 < unsent < sq.HALF:
                 break
             size = min(mss, unsent)
-            if sq.gt(sq.add(self.snd_nxt, size), sq.add(self.snd_una, self.snd_wnd)):
+            if ((self.snd_una + self.snd_wnd - self.snd_nxt - size) & sq.MASK) >= sq.HALF:
                 break  # sender SWS avoidance: whole segments only (RFC 1122 §4.2.3.4)
             if not self._cwnd_room(mss):  # cwnd, or RFC 6675 pipe / RFC 3042 (recovery.py)
                 cwnd_limited = True
@@ -207,8 +208,8 @@ class SendMixin:
         return max(k, 1)
 
     def _inflight(self, upto: int, mss: int) -> int:
-        n = sq.sub(upto, self.snd_una)
-        return (n + mss - 1) // mss if n > 0 else 0
+        n = (upto - self.snd_una) & sq.MASK  # sq.sub inlined (hot): > 0 means below HALF
+        return (n + mss - 1) // mss if 0 < n < sq.HALF else 0
 
     def _restart_after_idle(self, now: float) -> None:
         """RFC 2861 / Linux ``tcp_cwnd_restart`` and CA_EVENT_TX_START."""
@@ -238,13 +239,13 @@ class SendMixin:
         """Send the segment starting at ``seq``; returns the sequence space it covers.
         segs > 1 (TSO, new data only): segs full-sized segments as one TcpSegment."""
         wr = self._write_seq
-        avail = sq.sub(wr, seq)
-        size = min(mss * segs, avail) if avail > 0 else 0
+        avail = (wr - seq) & sq.MASK  # sq.sub inlined (hot path): > 0 means below HALF
+        size = min(mss * segs, avail) if avail < sq.HALF else 0
         sb = self._sndbuf
         payload: bytes | memoryview = b""
         if size:
             assert sb is not None
-            sb_seq = sq.sub(wr, len(sb)) & sq.MASK
+            sb_seq = (wr - len(sb)) & sq.MASK
             payload = sb.view(sq.sub(seq, sb_seq), size)
             size = len(payload)
         end = sq.add(seq, size)
