@@ -28,6 +28,9 @@
 BPF_XSKMAP(xsks, PYSTACK_MAX_QUEUES);
 BPF_HASH(owned_ports, struct port_key, __u32, 4096);
 BPF_HASH(owned_flows, struct flow_key, __u32, 65536);
+/* Local TCP port (host order) -> 1 when pystack owns a listener or a flow on it (set by
+ * the control plane, never cleared: a stale 1 only costs the hash lookups of is_owned). */
+BPF_ARRAY(port_hint, __u8, 65536);
 BPF_PERCPU_ARRAY(action_count, __u64, ACT_MAX);
 BPF_PERCPU_ARRAY(drop_count, __u64, DROP_MAX);
 BPF_ARRAY(syncookie_cfg, struct syncookie_cfg, 1);
@@ -162,6 +165,12 @@ static __always_inline struct pystack_scratch *get_scratch(void)
  * (and the listener key) go to the scratch map, for after the checksums. */
 static __always_inline int is_owned(struct iphdr *ip, struct tcphdr *tcp)
 {
+    /* Kernel-owned traffic stops here: one array read instead of three hash lookups
+     * (the xdp_tax benchmark: what the program costs flows that are not pystack's). */
+    __u32 hk = bpf_ntohs(tcp->dest);
+    __u8 *hint = port_hint.lookup(&hk);
+    if (!hint || !*hint)
+        return 0;
     struct flow_key fk = {
         .saddr = ip->saddr, .daddr = ip->daddr, .sport = tcp->source, .dport = tcp->dest,
     };

@@ -38,6 +38,7 @@ def _ip_be(addr: str | int) -> int:
 
 _FLOW_KEY = struct.Struct("!IIHH")  # struct flow_key: all four fields in network order
 _ONE = struct.pack("=I", 1)
+_HINT_KEY = struct.Struct("=I")
 
 
 def _ip(addr: str | int) -> int:
@@ -69,6 +70,8 @@ class IngressProgram:
         self.owned_ports = self.bpf[b"owned_ports"]
         self.owned_flows = self.bpf[b"owned_flows"]
         self._flows_fd = self.owned_flows.map_fd
+        self._hint_fd = self.bpf[b"port_hint"].map_fd
+        self._hinted: set[int] = set()  # ports whose hint is set (it never goes back to 0)
         from bcc.libbcc import lib as bcclib
 
         self._update = bcclib.bpf_update_elem
@@ -120,8 +123,18 @@ class IngressProgram:
         self.xsks[ctypes.c_int(queue)] = ctypes.c_int(xsk_fd)
 
     def own_port(self, port: int, addr: str | int = 0) -> None:
+        self._hint(port)
         key = self.owned_ports.Key(_ip_be(addr), _port_be(port), 0)
         self.owned_ports[key] = ctypes.c_uint32(1)
+
+    def _hint(self, port: int) -> None:
+        """Mark a local port as possibly pystack's (bpf/xdp_ingress.c port_hint): frames to
+        other ports go to the kernel after one array read."""
+        if port not in self._hinted:
+            if self._update(self._hint_fd, _HINT_KEY.pack(port), b"\x01", 0) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, f"port_hint update: {os.strerror(err)}")
+            self._hinted.add(port)
 
     def disown_port(self, port: int, addr: str | int = 0) -> None:
         """Give the port back to the kernel, forgetting its SYN-cookie pressure and history."""
@@ -133,6 +146,8 @@ class IngressProgram:
     # Once or twice per connection: straight to the map (one bpf() each) with the key's
     # bytes, instead of bcc's table objects (ctypes structs, and a lookup before a delete).
     def own_flow(self, local: tuple[str | int, int], remote: tuple[str | int, int]) -> None:
+        if local[1] not in self._hinted:  # an active open's ephemeral port
+            self._hint(local[1])
         key = _FLOW_KEY.pack(_ip(remote[0]), _ip(local[0]), remote[1], local[1])
         if self._update(self._flows_fd, key, _ONE, 0) != 0:
             err = ctypes.get_errno()
