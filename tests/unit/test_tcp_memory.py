@@ -58,13 +58,19 @@ def _pair() -> tuple[SimNetwork, TcpEngine, TcpEngine]:
     return net, a, b
 
 
-def test_idle_established_connection_is_small() -> None:
-    net, a, b = _pair()
+def _connect(net: SimNetwork, a: TcpEngine, b: TcpEngine) -> tuple[Connection, Connection]:
+    """One connection from a to b's port 80: (client, accepted server side)."""
     lst = b.listen(0, 80)
     c = a.connect(A, B, 80)
     net.run(until=1, stop=lambda: lst.pending == 1)
     s = lst.accept()
     assert s is not None
+    return c, s
+
+
+def test_idle_established_connection_is_small() -> None:
+    net, a, b = _pair()
+    c, s = _connect(net, a, b)
     c.send(b"x" * 100)
     net.run_for(1)
     s.recv(1000)
@@ -122,11 +128,7 @@ def test_bytes_per_idle_connection() -> None:
 
 def test_equal_fields_share_one_int() -> None:
     net, a, b = _pair()
-    lst = b.listen(0, 80)
-    c = a.connect(A, B, 80)
-    net.run(until=1, stop=lambda: lst.pending == 1)
-    s = lst.accept()
-    assert s is not None
+    c, s = _connect(net, a, b)
     for conn in (c, s):
         assert conn.snd_nxt is conn.snd_una and conn._write_seq is conn.snd_una
         assert conn.snd_wl1 in (conn.rcv_nxt, conn.irs) and conn.rcv_wup is conn.rcv_nxt
