@@ -709,8 +709,10 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         return (self.irs + 1 + off) & sq.MASK
 
     def _emit_event(self, kind: str) -> None:
-        if self.on_event is not None:
-            self.engine._queue_event(self, kind)
+        # Queued even while no callback is set: the engine looks for one when it delivers,
+        # so a callback set by an earlier event of the same batch (an accept callback that
+        # attaches the application) still gets "readable" for data in that batch.
+        self.engine._queue_event(self, kind)
 
     # =================================================================================
     # State changes

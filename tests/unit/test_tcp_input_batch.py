@@ -86,3 +86,29 @@ def test_batch_equals_per_segment_on_the_wire() -> None:
         return [(s.seq, s.ack, s.flags, bytes(s.payload)) for s in h.recv()]
 
     assert run(True) == run(False)
+
+
+def test_data_in_the_handshakes_batch_reaches_the_app_the_accept_attached() -> None:
+    """The handshake's ACK and the first data in one batch: the accept callback attaches
+    the application (sets on_event) while the batch's events are delivered; the data's
+    "readable", queued before there was any callback, must still reach it (found by
+    tests/integration/test_tcp_interop.py: the app never saw the request)."""
+    h = Harness()
+    lst = h.listen()
+    got: list[bytes] = []
+
+    def on_conn(conn: object, kind: str) -> None:
+        if kind == "readable":
+            got.append(conn.recv(100))  # type: ignore[attr-defined]
+
+    def on_listener(listener: object, kind: str) -> None:
+        if kind == "accept":
+            conn = lst.accept()
+            assert conn is not None
+            conn.on_event = on_conn
+
+    lst.on_event = on_listener
+    h.send(SYN, REMOTE_ISN)
+    h.expect(flags="SA", ack=R)
+    h.engine.input_batch([h.seg(ACK, R, L), h.seg(ACK | PSH, R, L, payload=b"hello")], h.now)
+    assert got == [b"hello"]
