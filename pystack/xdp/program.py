@@ -13,6 +13,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from pystack.wire.segment import ip_to_int
 from pystack.xdp import abi
 
 XDP_FLAGS_SKB_MODE = 1 << 1
@@ -41,8 +42,9 @@ _ONE = struct.pack("=I", 1)
 _HINT_KEY = struct.Struct("=I")
 
 
-def _ip(addr: str | int) -> int:
-    return addr if isinstance(addr, int) else int.from_bytes(socket.inet_aton(addr), "big")
+def _flow_key(local: tuple[str | int, int], remote: tuple[str | int, int]) -> bytes:
+    """struct flow_key's bytes for a connection's (ip, port) ends."""
+    return _FLOW_KEY.pack(ip_to_int(remote[0]), ip_to_int(local[0]), remote[1], local[1])
 
 
 def _port_be(port: int) -> int:
@@ -131,10 +133,13 @@ class IngressProgram:
         """Mark a local port as possibly pystack's (bpf/xdp_ingress.c port_hint): frames to
         other ports go to the kernel after one array read."""
         if port not in self._hinted:
-            if self._update(self._hint_fd, _HINT_KEY.pack(port), b"\x01", 0) != 0:
-                err = ctypes.get_errno()
-                raise OSError(err, f"port_hint update: {os.strerror(err)}")
+            self._map_update(self._hint_fd, _HINT_KEY.pack(port), b"\x01", "port_hint")
             self._hinted.add(port)
+
+    def _map_update(self, fd: int, key: bytes, value: bytes, name: str) -> None:
+        if self._update(fd, key, value, 0) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"{name} update: {os.strerror(err)}")
 
     def disown_port(self, port: int, addr: str | int = 0) -> None:
         """Give the port back to the kernel, forgetting its SYN-cookie pressure and history."""
@@ -146,16 +151,11 @@ class IngressProgram:
     # Once or twice per connection: straight to the map (one bpf() each) with the key's
     # bytes, instead of bcc's table objects (ctypes structs, and a lookup before a delete).
     def own_flow(self, local: tuple[str | int, int], remote: tuple[str | int, int]) -> None:
-        if local[1] not in self._hinted:  # an active open's ephemeral port
-            self._hint(local[1])
-        key = _FLOW_KEY.pack(_ip(remote[0]), _ip(local[0]), remote[1], local[1])
-        if self._update(self._flows_fd, key, _ONE, 0) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"owned_flows update: {os.strerror(err)}")
+        self._hint(local[1])  # an active open's ephemeral port is new to the hint
+        self._map_update(self._flows_fd, _flow_key(local, remote), _ONE, "owned_flows")
 
     def disown_flow(self, local: tuple[str | int, int], remote: tuple[str | int, int]) -> None:
-        key = _FLOW_KEY.pack(_ip(remote[0]), _ip(local[0]), remote[1], local[1])
-        self._delete(self._flows_fd, key)  # ENOENT: not owned, nothing to do
+        self._delete(self._flows_fd, _flow_key(local, remote))  # ENOENT: was not owned
 
     # ---- SYN cookies (net.ipv4.tcp_syncookies; bpf/pystack_xdp.h) ----
     # Linux's defaults: tcp_syncookies=1; timestamps, SACK and window scaling on; ECN
