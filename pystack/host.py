@@ -17,7 +17,6 @@ a cookie): ACKs of stateful handshakes are then never judged as cookies.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
 import time
@@ -221,7 +220,10 @@ class Host:
 
     def start(self, max_wait: float = 0.02) -> None:
         """Run the loop in a background thread, inside this host's network namespace."""
-        self.stack.start(max_wait, setup=lambda: _setns(self._netns_fd))
+        # Imported here: pystack.api imports this module (api.stack uses Host).
+        from pystack.api.netns import setns
+
+        self.stack.start(max_wait, setup=lambda: setns(self._netns_fd))
 
     def stop(self) -> None:
         self.stack.stop()
@@ -270,13 +272,3 @@ class _Ticker:
             self._tick(now)
         self.engine.on_timer(now)
 
-
-CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int) -> None:
-    """Move the calling thread into the network namespace open at fd."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
