@@ -271,4 +271,3 @@ class _Ticker:
             self._next = now + TICK
             self._tick(now)
         self.engine.on_timer(now)
-
