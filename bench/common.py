@@ -442,6 +442,19 @@ def pystack_echo_server(iface: str, port: int, fastopen: int = 0) -> None:
         h.run_forever(on_ready=lambda: print("ready", flush=True))
 
 
+def timed_main(prog: str, run: Callable[[int, float, float], dict[str, object]],
+               warmup: float, duration: float, argv: list[str] | None) -> int:
+    """The command line of a benchmark whose run(runs, warmup, duration) measures for a
+    time after a warm-up (crr, rr): prints its result as JSON."""
+    ap = argparse.ArgumentParser(prog=prog)
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--warmup", type=float, default=warmup)
+    ap.add_argument("--duration", type=float, default=duration)
+    args = ap.parse_args(argv)
+    print(json.dumps(run(args.runs, args.warmup, args.duration), indent=2))
+    return 0
+
+
 def start_server(bed: Testbed, kind: str, exe: Path, fastopen: int = 0) -> Server:
     """The echo server of ``kind`` ("kernel": the C tool on KERNEL_PORT, "pystack": on
     PYSTACK_PORT) in the stack namespace, ready."""

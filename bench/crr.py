@@ -28,8 +28,6 @@ server, and the ratios pystack/kernel. Figures from a shared 2-CPU VM are provis
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -45,6 +43,7 @@ from bench.common import (
     ratio,
     start_server,
     sysctl,
+    timed_main,
 )
 from pystack.testbed import Testbed
 
@@ -168,13 +167,7 @@ def _met(r: object, target: float, strict: bool = False) -> bool | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.crr")
-    ap.add_argument("--runs", type=int, default=1)
-    ap.add_argument("--warmup", type=float, default=WARMUP)
-    ap.add_argument("--duration", type=float, default=DURATION)
-    args = ap.parse_args(argv)
-    print(json.dumps(run(args.runs, args.warmup, args.duration), indent=2))
-    return 0
+    return timed_main("python -m bench.crr", run, WARMUP, DURATION, argv)
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ own share of each round trip is in both figures alike. Provisional on a shared 2
 
 from __future__ import annotations
 
-import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -29,6 +27,7 @@ from bench.common import (
     last_json,
     ratio,
     start_server,
+    timed_main,
 )
 from pystack.testbed import Testbed
 
@@ -97,13 +96,7 @@ def run(runs: int = 1, warmup: float = WARMUP, duration: float = DURATION) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.rr")
-    ap.add_argument("--runs", type=int, default=1)
-    ap.add_argument("--warmup", type=float, default=WARMUP)
-    ap.add_argument("--duration", type=float, default=DURATION)
-    args = ap.parse_args(argv)
-    print(json.dumps(run(args.runs, args.warmup, args.duration), indent=2))
-    return 0
+    return timed_main("python -m bench.rr", run, WARMUP, DURATION, argv)
 
 
 if __name__ == "__main__":
