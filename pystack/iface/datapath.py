@@ -96,7 +96,7 @@ class Datapath:
         self.ifname = ifname
         self.mode = mode
         self.c_batch = c_batch
-        self.tso_segs = max(1, min(TSO_SEGS, ring_size // 2))  # _open_queues: the rings made
+        self.tso_segs = TSO_SEGS  # _open_queues bounds it by the rings it makes
         self.gro = gro  # pystack.io.batch GRO_DATA | GRO_ACKS, 0: every frame alone
         self.stats = DatapathStats()
         self._own_program = program is None
