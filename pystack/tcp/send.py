@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pystack.cc.base import CaEvent, CaState
 from pystack.tcp import seq as sq
-from pystack.tcp.constants import F_LOSS_PROBE, F_TLP_ARM
+from pystack.tcp.constants import F_LOSS_PROBE, F_RTX_ONE, F_TLP_ARM
 from pystack.tcp.recovery import ECN_DEMAND_CWR, ECN_OK
 from pystack.tcp.state import (
     TcpState,
@@ -120,9 +120,12 @@ class SendMixin:
         mss = self._eff_mss()
         # Loss recovery first (pystack/tcp/recovery.py): fast retransmit, RFC 6675 NextSeg,
         # go-back-N after an RTO; new data waits while go-back-N is pending.
-        sent, hold = self._xmit_recovery(now, out, mss)
-        if hold:
-            return sent
+        if self._rs is None and not self._f & F_RTX_ONE and self._rtx_nxt is None:
+            sent = 0  # the common case, _xmit_recovery's first test without the call
+        else:
+            sent, hold = self._xmit_recovery(now, out, mss)
+            if hold:
+                return sent
         # New data.
         wr = self._write_seq
         f = self._f
@@ -332,19 +335,11 @@ class SendMixin:
                 urgent = 0xFFFF
                 flags |= URG
         t = self.four_tuple
-        seg = TcpSegment(
-            src_ip=t.local_ip,
-            dst_ip=t.remote_ip,
-            src_port=t.local_port,
-            dst_port=t.remote_port,
-            seq=seq,
-            ack=self.rcv_nxt if flags & ACK else 0,
-            flags=flags,
-            window=window,
-            urgent=urgent,
-            options=opts,
-            payload=payload,
-        )
+        # Positional (hot path): src_ip, dst_ip, src_port, dst_port, seq, ack, flags,
+        # window, urgent, options, payload.
+        seg = TcpSegment(t.local_ip, t.remote_ip, t.local_port, t.remote_port, seq,
+                         self.rcv_nxt if flags & ACK else 0, flags, window, urgent, opts,
+                         payload)
         out.append(seg)
         self.segs_out += 1
         if flags & ACK:
@@ -374,8 +369,10 @@ class SendMixin:
     def _rto_clamped(self, now: float) -> float:
         """RTO, clamped to what is left of TCP_USER_TIMEOUT (Linux)."""
         rto = self.rtt.rto
+        if self._retrans_stamp is None or self._opts is None:
+            return rto  # the common case: nothing retransmitted, or no TCP_USER_TIMEOUT
         ut = self._user_timeout()
-        if ut and self._retrans_stamp is not None:
+        if ut:
             remaining = ut - (now - self._retrans_stamp)
             rto = min(rto, max(remaining, 0.001))
         return rto
