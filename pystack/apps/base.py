@@ -45,8 +45,8 @@ class App:
         self.run(self.pump)
 
     def on_event(self, conn: object, kind: str) -> None:
-        if self.done:
-            return
+        if self.done or kind == "drained":
+            return  # ("drained": all sent data acknowledged; pump has nothing new to do)
         if kind == "closed" and self.conn.error:
             # Reset or timed out under us: let the app see the error, then make sure.
             self.run(self.pump)
