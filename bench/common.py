@@ -404,18 +404,24 @@ class Counter:
                 print(json.dumps(r), flush=True)
 
 
-def pystack_echo_server(iface: str, port: int, fastopen: int = 0) -> None:
+def pystack_echo_server(iface: str, port: int, fastopen: int = 0,
+                        syncookies: int | None = None) -> None:
     """Echo on a pystack Host until SIGTERM; with fastopen > 0 the host has
-    net.ipv4.tcp_fastopen=3 and the listener TCP_FASTOPEN=fastopen. Every connection gets
+    net.ipv4.tcp_fastopen=3 and the listener TCP_FASTOPEN=fastopen; syncookies sets
+    net.ipv4.tcp_syncookies (2: the XDP program answers every SYN). Every connection gets
     TCP_NODELAY, as the C server's."""
     from pystack.host import Host
 
     sysctls = ["net.ipv4.tcp_fastopen=3"] if fastopen else []
+    if syncookies is not None:
+        sysctls.append(f"net.ipv4.tcp_syncookies={syncookies}")
     with Host(iface, sysctls=sysctls) as h:
         counter = Counter(extra=lambda: {"mib": {k: v for k, v in h.mib().items() if v}},
                           call=h.call)
 
         def on_event(conn: object, kind: str) -> None:
+            if kind == "drained":
+                return  # (the C server waits for EPOLLIN only, too)
             c = conn  # a pystack.tcp.connection.Connection
             try:
                 while True:
@@ -455,14 +461,18 @@ def timed_main(prog: str, run: Callable[[int, float, float], dict[str, object]],
     return 0
 
 
-def start_server(bed: Testbed, kind: str, exe: Path, fastopen: int = 0) -> Server:
+def start_server(bed: Testbed, kind: str, exe: Path, fastopen: int = 0,
+                 syncookies: int | None = None) -> Server:
     """The echo server of ``kind`` ("kernel": the C tool on KERNEL_PORT, "pystack": on
-    PYSTACK_PORT) in the stack namespace, ready."""
+    PYSTACK_PORT) in the stack namespace, ready. ``syncookies`` is pystack's
+    net.ipv4.tcp_syncookies (the kernel's is the namespace's sysctl, the caller's)."""
     if kind == "kernel":
         argv = [str(exe), "server", bed.stack.ip, str(KERNEL_PORT), str(fastopen)]
     else:
         argv = [sys.executable, "-m", "bench.common", "echo-server", "--iface",
                 bed.stack.ifname, "--port", str(PYSTACK_PORT), "--fastopen", str(fastopen)]
+        if syncookies is not None:
+            argv += ["--syncookies", str(syncookies)]
     p = bed.spawn("stack", argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     srv = Server(p, f"{kind} server")
     try:
@@ -479,8 +489,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iface", required=True)
     ap.add_argument("--port", type=int, default=PYSTACK_PORT)
     ap.add_argument("--fastopen", type=int, default=0, help="TCP_FASTOPEN queue length")
+    ap.add_argument("--syncookies", type=int, choices=[0, 1, 2],
+                    help="net.ipv4.tcp_syncookies (default: pystack's, 1)")
     args = ap.parse_args(argv)
-    pystack_echo_server(args.iface, args.port, args.fastopen)
+    pystack_echo_server(args.iface, args.port, args.fastopen, args.syncookies)
     return 0
 
 

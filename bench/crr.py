@@ -19,6 +19,9 @@ listener with net.ipv4.tcp_fastopen=3 and TCP_FASTOPEN=QLEN; compared with the k
 server without Fast Open (issue 7: "with Fast Open beat the kernel without it"). The kernel
 server with Fast Open (the stack namespace's tcp_fastopen=3, TCP_FASTOPEN=QLEN) is
 reported too, for reference.
+SYN cookies: both servers again with net.ipv4.tcp_syncookies=2 (every SYN answered with a
+cookie). pystack's XDP program then sends the SYN-ACK itself (XDP_TX) and the control plane
+first hears of a connection at its cookie ACK; the kernel answers from its own stack.
 
 Each measurement runs WARMUP + DURATION seconds; both client and server count the
 transactions that complete inside the same DURATION window (CLOCK_MONOTONIC is shared by
@@ -72,11 +75,15 @@ def _measure(bed: Testbed, exe: Path, srv: Server, port: int, threads: int, fast
 
 
 def _series(bed: Testbed, exe: Path, kind: str, fastopen: bool, runs: int, warmup: float,
-            duration: float) -> dict[int, dict[str, float]]:
-    """One server (kind, with or without Fast Open) through every concurrency; medians."""
+            duration: float, cookies: bool = False) -> dict[int, dict[str, float]]:
+    """One server (kind, with or without Fast Open; with cookies, tcp_syncookies=2: every
+    SYN answered with a cookie, by pystack's XDP program or the kernel) through every
+    concurrency; medians."""
     if kind == "kernel":
-        sysctl(bed, "stack", f"net.ipv4.tcp_fastopen={3 if fastopen else 1}")
-    srv = start_server(bed, kind, exe, FASTOPEN_QLEN if fastopen else 0)
+        sysctl(bed, "stack", f"net.ipv4.tcp_fastopen={3 if fastopen else 1}",
+               f"net.ipv4.tcp_syncookies={2 if cookies else 1}")
+    srv = start_server(bed, kind, exe, FASTOPEN_QLEN if fastopen else 0,
+                       2 if cookies else None)
     port = KERNEL_PORT if kind == "kernel" else PYSTACK_PORT
     try:
         if fastopen:  # the client's first Fast Open connection fetches the cookie
@@ -86,7 +93,8 @@ def _series(bed: Testbed, exe: Path, kind: str, fastopen: bool, runs: int, warmu
             rs = [_measure(bed, exe, srv, port, n, fastopen, warmup, duration)
                   for _ in range(runs)]
             out[n] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
-            print(f"crr: {kind}{' fastopen' if fastopen else ''} x{n}: "
+            print(f"crr: {kind}{' fastopen' if fastopen else ''}"
+                  f"{' syncookies=2' if cookies else ''} x{n}: "
                   f"{out[n]['client_cps']:.0f}/s", file=sys.stderr, flush=True)
         if kind == "pystack":
             mib = srv.report().get("mib", {})
@@ -107,6 +115,10 @@ def run(runs: int = 1, warmup: float = WARMUP, duration: float = DURATION) -> di
         p = _series(bed, exe, "pystack", False, runs, warmup, duration)
         pf = _series(bed, exe, "pystack", True, runs, warmup, duration)
         kf = _series(bed, exe, "kernel", True, runs, warmup, duration)
+        # Both with tcp_syncookies=2: pystack's SYN-ACKs leave from XDP (XDP_TX), the
+        # handshake's state is made from the cookie ACK.
+        pc = _series(bed, exe, "pystack", False, runs, warmup, duration, cookies=True)
+        kc = _series(bed, exe, "kernel", False, runs, warmup, duration, cookies=True)
     out: dict[str, object] = {
         "name": "crr",
         "conditions": f"veth pair in namespaces, AF_XDP copy mode; C client in the peer "
@@ -114,6 +126,7 @@ def run(runs: int = 1, warmup: float = WARMUP, duration: float = DURATION) -> di
                       f"kernel; 1-byte request/response, client closes first; "
                       f"{duration:.0f}s after {warmup:.0f}s warm-up, median of {runs}; "
                       f"Fast Open: client MSG_FASTOPEN, server TCP_FASTOPEN={FASTOPEN_QLEN}; "
+                      f"syncookies rows: both servers with net.ipv4.tcp_syncookies=2; "
                       f"provisional (shared 2-CPU VM)",
     }
     for n in CONCURRENCY:
@@ -133,8 +146,11 @@ def run(runs: int = 1, warmup: float = WARMUP, duration: float = DURATION) -> di
             f"{tag}_fastopen_kernel_cps": round(kf[n]["client_cps"]),
             f"{tag}_fastopen_ratio_vs_kernel_fastopen": ratio(pf[n]["client_cps"],
                                                               kf[n]["client_cps"]),
+            f"{tag}_syncookies_pystack_cps": round(pc[n]["client_cps"]),
+            f"{tag}_syncookies_kernel_cps": round(kc[n]["client_cps"]),
+            f"{tag}_syncookies_ratio": ratio(pc[n]["client_cps"], kc[n]["client_cps"]),
             f"{tag}_client_fails": int(p[n]["fails"] + k[n]["fails"] + pf[n]["fails"]
-                                       + kf[n]["fails"]),
+                                       + kf[n]["fails"] + pc[n]["fails"] + kc[n]["fails"]),
         }
     out["pystack_fastopen_mib"] = {k: int(v) for k, v in pf.get(0, {}).items()}
     out["rows"] = [
@@ -156,6 +172,14 @@ def run(runs: int = 1, warmup: float = WARMUP, duration: float = DURATION) -> di
          "pystack": out["serial_fastopen_pystack_cps"],
          "kernel": out["serial_fastopen_kernel_cps"],
          "ratio": out["serial_fastopen_ratio_vs_kernel_fastopen"], "target": "", "met": None},
+        {"condition": "serial, both with tcp_syncookies=2 (pystack: SYN-ACK from XDP)",
+         "pystack": out["serial_syncookies_pystack_cps"],
+         "kernel": out["serial_syncookies_kernel_cps"],
+         "ratio": out["serial_syncookies_ratio"], "target": "", "met": None},
+        {"condition": "8 concurrent, both with tcp_syncookies=2",
+         "pystack": out["c8_syncookies_pystack_cps"],
+         "kernel": out["c8_syncookies_kernel_cps"],
+         "ratio": out["c8_syncookies_ratio"], "target": "", "met": None},
     ]
     return out
 
