@@ -46,6 +46,20 @@ class SegmentHandler(Protocol):
     def on_timer(self, now: float) -> None: ...
 
 
+def batch_feeder(handler: SegmentHandler) -> Callable[[list[TcpSegment], float], None]:
+    """How to feed a received batch to ``handler``: its ``input_batch`` (events once per
+    batch, TcpEngine.input_batch) if it has one, else ``input`` segment by segment."""
+    batch = getattr(handler, "input_batch", None)
+    if batch is not None:
+        return batch  # type: ignore[no-any-return]
+
+    def each(segs: list[TcpSegment], now: float) -> None:
+        for seg in segs:
+            handler.input(seg, now)
+
+    return each
+
+
 class RefuseAll:
     """Answers every segment as a CLOSED port does (RFC 9293 §3.10.7.1): a RST, never a
     RST for a RST. The data path's first handler, and a reference for the engine's."""
@@ -160,12 +174,7 @@ class Stack:
             segs = dp.receive()
         now = time.monotonic()
         if segs:
-            batch = getattr(h, "input_batch", None)
-            if batch is not None:
-                batch(segs, now)  # events fire once per batch (TcpEngine.input_batch)
-            else:
-                for seg in segs:
-                    h.input(seg, now)
+            batch_feeder(h)(segs, now)
         deadline = h.next_deadline()
         if deadline is not None and deadline <= now:
             h.on_timer(now)

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pystack.api.link import Link
-from pystack.stack import SegmentHandler
+from pystack.stack import SegmentHandler, batch_feeder
 
 __all__ = ["Driver"]
 
@@ -150,7 +150,7 @@ class Driver:
         if loop is None:
             return
         eng = self.engine
-        batch = getattr(eng, "input_batch", None)
+        feed = batch_feeder(eng)
         receive = self.link.receive
         now = loop.time()
         self._feeding = True
@@ -159,11 +159,7 @@ class Driver:
                 segs = receive()
                 if not segs:
                     break
-                if batch is not None:
-                    batch(segs, now)  # a connection's events fire once per batch
-                else:
-                    for seg in segs:
-                        eng.input(seg, now)
+                feed(segs, now)  # (input_batch: a connection's events fire once per batch)
                 if self.loop is None:
                     break  # a callback closed the stack: the link is gone
         finally:
