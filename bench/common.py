@@ -449,11 +449,11 @@ def pystack_echo_server(iface: str, port: int, fastopen: int = 0,
 
 
 def timed_main(prog: str, run: Callable[[int, float, float], dict[str, object]],
-               warmup: float, duration: float, argv: list[str] | None) -> int:
+               warmup: float, duration: float, argv: list[str] | None, runs: int = 1) -> int:
     """The command line of a benchmark whose run(runs, warmup, duration) measures for a
     time after a warm-up (crr, rr): prints its result as JSON."""
     ap = argparse.ArgumentParser(prog=prog)
-    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--runs", type=int, default=runs)
     ap.add_argument("--warmup", type=float, default=warmup)
     ap.add_argument("--duration", type=float, default=duration)
     args = ap.parse_args(argv)

@@ -54,6 +54,7 @@ FASTOPEN_QLEN = 1024
 CONCURRENCY = (1, 8)
 WARMUP = 1.0
 DURATION = 5.0
+RUNS = 3  # measurements per server and concurrency; the median is reported
 
 
 # ---- orchestration ----
@@ -106,7 +107,7 @@ def _series(bed: Testbed, exe: Path, kind: str, fastopen: bool, runs: int, warmu
     return out
 
 
-def run(runs: int = 1, warmup: float = WARMUP, duration: float = DURATION) -> dict[str, object]:
+def run(runs: int = RUNS, warmup: float = WARMUP, duration: float = DURATION) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as d, Testbed.create() as bed:
         exe = compile_tool(Path(d))
         sysctl(bed, "peer", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65000",
@@ -191,7 +192,7 @@ def _met(r: object, target: float, strict: bool = False) -> bool | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return timed_main("python -m bench.crr", run, WARMUP, DURATION, argv)
+    return timed_main("python -m bench.crr", run, WARMUP, DURATION, argv, RUNS)
 
 
 if __name__ == "__main__":
