@@ -455,6 +455,16 @@ def test_rst_at_rcv_nxt_resets_the_connection(abed, host, inj):
 
 
 # ---- out-of-order data around a hole, filled by overlapping segments ----------------------------
+def _poll(cond: Callable[[], object], timeout: float) -> bool:
+    """cond() became true within timeout seconds (wait_for, without failing)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
 def test_overlapping_segments_fill_a_hole(abed, host, inj, loss_program):
     """The loss injector drops one kernel segment (and its next 50 retransmissions) so
     that pystack holds out-of-order data behind a hole; then two overlapping forged
@@ -464,6 +474,7 @@ def test_overlapping_segments_fill_a_hole(abed, host, inj, loss_program):
 
     tries = 5
     filled_by_us = 0
+    no_data_behind = 0  # attempts where the kernel sent nothing past the hole (retried)
     # Attached before the connection exists: the kernel socket takes the veth's
     # gso_max_segs (1 while an egress injector is on) when it connects, so a dropped
     # "segment" is one MSS and not a 64 KiB GSO packet.
@@ -472,13 +483,26 @@ def test_overlapping_segments_fill_a_hole(abed, host, inj, loss_program):
         try:
             wait_for(lambda: stream.received >= WARMUP, 30, "the stream to get going")
             c0 = counters(host)
-            for k in range(tries):
+            k = 0
+            while k < tries:
                 loss.configure(nth=1, rtx=50, port=ECHO_PORT)
                 wait_for(lambda: loss.stats().drop_nth == 1, 10, f"try {k}: a dropped segment")
                 t = tcb(host, stream.local_port)
                 assert t is not None
-                wait_for(lambda t=t: stream.kernel_sent() - t.bytes_received >= 4000, 10,
-                         f"try {k}: data behind the hole")
+                if not _poll(lambda t=t: stream.kernel_sent() - t.bytes_received >= 4000, 5):
+                    # Rare (once in a full CI run): the kernel sent less than 4000 bytes past
+                    # the hole, e.g. a timeout put it in Loss with cwnd 1, where it only
+                    # retransmits the hole (which the injector drops). There is no
+                    # out-of-order data to fill around: let its retransmission through and
+                    # try again (counted, reported, bounded).
+                    no_data_behind += 1
+                    assert no_data_behind <= tries, "the kernel never sent past a hole"
+                    loss.configure()
+                    wait_for(lambda t=t: (x := tcb(host, stream.local_port)) is not None
+                             and x.bytes_received > t.bytes_received, 30,
+                             f"try {k}: the kernel's retransmission to fill the hole")
+                    continue
+                k += 1
                 t = tcb(host, stream.local_port)
                 assert t is not None
                 a = _seg(inj, t, sq.sub(t.rcv_nxt, 300) & sq.MASK, t.snd_una, ACK,
@@ -498,7 +522,7 @@ def test_overlapping_segments_fill_a_hole(abed, host, inj, loss_program):
             stream.close()
     d = delta(c0, c1)
     report("attack overlapping_segments_fill_a_hole", tries=tries, filled_by_forged=filled_by_us,
-           stream_bytes=sent, sha256_match=same,
+           retried_no_data_behind_hole=no_data_behind, stream_bytes=sent, sha256_match=same,
            counters={k: v for k, v in d.items() if k.startswith("TCP")})
     assert same and echoed == sent and not stream.errors
     assert filled_by_us == tries, "the kernel's retransmission filled a hole first"
