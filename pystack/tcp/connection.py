@@ -151,6 +151,10 @@ class _RareField:
 
 _RARE_ATTR: dict[str, str] = {}  # _Rare slot -> Connection attribute
 
+# Window and MSS fields Connection._compact takes from the shared table.
+_SHARED_FIELDS = ("snd_wnd", "max_window", "rcv_wnd", "_rcv_ssthresh", "_wnd_clamp",
+                  "snd_mss", "_peer_mss", "_rcv_mss")
+
 
 def _shared_int(v: int) -> int:
     """The shared object equal to ``v`` (``v`` itself if it is new and the table full)."""
@@ -832,28 +836,11 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
             self.snd_wl1 = self.irs
         if self._snd_sml == self.iss:
             self._snd_sml = self.iss
-        g = _SHARED_INTS.get  # a hit costs one dict lookup; _shared_int adds a miss
-        si = _shared_int
-        v = self.snd_wnd
-        self.snd_wnd = g(v) or si(v)
-        v = self.max_window
-        self.max_window = g(v) or si(v)
-        v = self.rcv_wnd
-        self.rcv_wnd = g(v) or si(v)
-        v = self._rcv_ssthresh
-        self._rcv_ssthresh = g(v) or si(v)
-        v = self._wnd_clamp
-        self._wnd_clamp = g(v) or si(v)
-        v = self.snd_mss
-        self.snd_mss = g(v) or si(v)
-        v = self._peer_mss
-        self._peer_mss = g(v) or si(v)
-        v = self._rcv_mss
-        self._rcv_mss = g(v) or si(v)
+        for name in _SHARED_FIELDS:
+            setattr(self, name, _shared_int(getattr(self, name)))
         tp = self.ccs
         if tp is not None:
-            v = tp.mss
-            tp.mss = g(v) or si(v)
+            tp.mss = _shared_int(tp.mss)
 
     def _enter_time_wait(self, now: float) -> None:
         eng = self.engine
