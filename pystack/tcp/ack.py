@@ -131,8 +131,7 @@ class AckMixin(RecoveryMixin):
             self._f &= ~F_PERSIST
         elif self._rearm_on_ack():
             self._t_rtx = now + self._rto_clamped(now)
-        if self._rs is not None:  # (a scoreboard exists only after a loss was seen)
-            self._check_reneging(now)
+        self._check_reneging(now)
         self._retrans_stamp = None
         if data_acked:
             self._write_space()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pystack.cc.base import CaEvent, CaState
 from pystack.tcp import seq as sq
-from pystack.tcp.constants import F_LOSS_PROBE, F_RTX_ONE, F_TLP_ARM
+from pystack.tcp.constants import F_LOSS_PROBE, F_TLP_ARM
 from pystack.tcp.recovery import ECN_DEMAND_CWR, ECN_OK
 from pystack.tcp.state import (
     TcpState,
@@ -120,12 +120,9 @@ class SendMixin:
         mss = self._eff_mss()
         # Loss recovery first (pystack/tcp/recovery.py): fast retransmit, RFC 6675 NextSeg,
         # go-back-N after an RTO; new data waits while go-back-N is pending.
-        if self._rs is None and not self._f & F_RTX_ONE and self._rtx_nxt is None:
-            sent = 0  # the common case, _xmit_recovery's first test without the call
-        else:
-            sent, hold = self._xmit_recovery(now, out, mss)
-            if hold:
-                return sent
+        sent, hold = self._xmit_recovery(now, out, mss)
+        if hold:
+            return sent
         # New data.
         wr = self._write_seq
         f = self._f
