@@ -49,8 +49,7 @@ class Driver:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.thread_id: int | None = None
         self.turns = 0  # flushes done (for tests and benchmarks)
-        self._flush_pending = False
-        self._flush_handle: asyncio.Handle | None = None
+        self._flush_handle: asyncio.Handle | None = None  # a flush scheduled, not yet run
         self._feeding = False  # inside _on_ready: kicks wait for the end of the batch
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
@@ -126,11 +125,10 @@ class Driver:
     # -- the engine's turns ------------------------------------------------------------
     def kick(self) -> None:
         """Something changed: poll the engine and send on this loop turn (once)."""
-        if self._flush_pending or self._feeding:
+        if self._flush_handle is not None or self._feeding:
             return  # already scheduled, or _on_ready schedules it after the whole batch
         loop = self.loop
         if loop is not None and not loop.is_closed():
-            self._flush_pending = True
             self._flush_handle = loop.call_soon(self._flush)
 
     def flush_now(self) -> None:
@@ -143,7 +141,6 @@ class Driver:
         if h is not None:
             h.cancel()
             self._flush_handle = None
-        self._flush_pending = False
 
     def _on_ready(self) -> None:
         loop = self.loop
@@ -170,7 +167,6 @@ class Driver:
             self.kick()
 
     def _flush(self, at: float = 0.0) -> None:
-        self._flush_pending = False
         self._flush_handle = None
         loop = self.loop
         eng = self.engine
