@@ -79,10 +79,6 @@ class RefuseAll:
                                     seq, ack, flags, 0))
         self.out_rsts += 1
 
-    def input_batch(self, segs: list[TcpSegment], now: float) -> None:
-        for seg in segs:
-            self.input(seg, now)
-
     def poll(self, now: float) -> list[TcpSegment]:
         out, self._out = self._out, []
         return out
