@@ -34,27 +34,9 @@ from pystack.testbed import Testbed
 PYSTACK_PORT = 5001
 KERNEL_PORT = 5002
 SINK_PORT = 5003
-SIZE = 200_000_000  # bytes of a size-bounded flow (_send: bench/xdp_tax.py)
 SECONDS = 10.0
 RUNS = 3
 CHUNK = 1 << 20
-
-
-def _send(bed: Testbed, port: int, size: int) -> float:
-    c = bed.socket("peer", socket.AF_INET, socket.SOCK_STREAM)
-    c.settimeout(120)
-    buf = b"\x5a" * CHUNK
-    t = time.monotonic()
-    c.connect((bed.stack.ip, port))
-    left = size
-    while left > 0:
-        n = c.send(buf[: min(left, CHUNK)])
-        left -= n
-    c.shutdown(socket.SHUT_WR)
-    assert c.recv(1) == b"", "receiver sent data"
-    dt = time.monotonic() - t
-    c.close()
-    return size * 8 / dt
 
 
 def _send_for(bed: Testbed, port: int, seconds: float) -> float:

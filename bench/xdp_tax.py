@@ -22,7 +22,7 @@ import sys
 
 from pystack.io._xsk import lib
 
-from bench.bulk import KERNEL_SINK, _ready, _send, _send_for
+from bench.bulk import KERNEL_SINK, _ready, _send_for
 from pystack.iface.datapath import Datapath
 from pystack.testbed import Testbed
 
@@ -40,7 +40,7 @@ def run(seconds: float = SECONDS, runs: int = RUNS) -> dict[str, object]:
         sink = bed.spawn("stack", [sys.executable, "-c", KERNEL_SINK, bed.stack.ip, str(PORT)],
                          stdout=subprocess.PIPE, text=True)
         _ready(sink)
-        _send(bed, PORT, 20_000_000)  # warm up: ARP, socket buffers
+        _send_for(bed, PORT, 0.2)  # warm up: ARP, socket buffers
         pass_prog = lib.ps_xdp_pass_prog()
         if pass_prog < 0:
             raise OSError(-pass_prog, "cannot load an XDP_PASS program")
