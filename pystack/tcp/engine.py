@@ -324,7 +324,7 @@ class TcpEngine:
         # tcp_tw_reuse (twreuse.py): a TIME-WAIT four-tuple is taken over below.
         if old is not None and not twreuse.unique(self, old, bound, now):
             raise OSError(errno.EADDRINUSE, "four-tuple in use")
-        if old is None and self.at_connection_limit():
+        if old is None and self.at_connection_limit(passive=False):
             raise OSError(errno.EAGAIN, "pystack.max_connections connections already held")
         c = Connection(self, t)
         c.on_event = on_event
@@ -625,14 +625,17 @@ class TcpEngine:
             return port
         raise OSError(errno.EADDRNOTAVAIL, "no free local port")
 
-    def at_connection_limit(self) -> bool:
+    def at_connection_limit(self, passive: bool = True) -> bool:
         """True, counted, when the engine holds pystack.max_connections connections (any
-        state: each is an entry of the XDP program's flow table). A SYN or cookie ACK is
-        then dropped, as Linux drops a SYN it cannot allocate for (ListenDrops)."""
+        state: each is an entry of the XDP program's flow table). A SYN or cookie ACK
+        (`passive`) is then dropped, as Linux drops a SYN it cannot allocate for, and also
+        counted as ListenDrops; an active open fails with EAGAIN, and ListenDrops, a
+        listener's counter, is left alone."""
         if len(self.connections) < self.settings.max_connections:
             return False
         self.mib["ConnectionLimitDrops"] += 1
-        self.mib["ListenDrops"] += 1
+        if passive:
+            self.mib["ListenDrops"] += 1
         return True
 
     def _find_listener(self, seg: TcpSegment) -> Listener | None:
