@@ -811,14 +811,14 @@ class Connection(InputMixin, AckMixin, ReceiveMixin, SendMixin, TimerMixin, Wind
         self._t_rtx = None
         self._f &= ~F_SEND_SYN
         self._arm_keepalive(now)
-        self._compact()
 
     def _compact(self) -> None:
         """Memory (issue 7): an idle connection's ints beyond the small-int cache cost 28-32
         bytes each.  Fields holding equal values share one object (after the handshake
         SND.UNA = SND.NXT = the write sequence = SND.WL2, RCV.NXT = RCV.WUP, SND.WL1 =
         RCV.NXT or IRS), and window and MSS values, the same on most connections, come from
-        a shared table.  No value changes; called when the connection is established."""
+        a shared table.  No value changes.  Called once, after the segment that established the
+        connection (``_input``; ``cookies.cookie_ack`` for a connection made from a cookie)."""
         una = self.snd_una
         if self.snd_nxt == una:
             self.snd_nxt = una

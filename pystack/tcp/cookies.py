@@ -337,5 +337,7 @@ def cookie_ack(engine: TcpEngine, lst: Listener, seg: TcpSegment, now: float
     if seg.payload or seg.flags & FIN:
         # The third segment's data or FIN (RFC 9293 §3.10.7.4 sixth to eighth).
         c._process_text(seg, now, seg.seq)
+    if c.state is TcpState.ESTABLISHED:
+        c._compact()  # memory, as Connection._input does after the handshake's last segment
     engine._touch(c)
     return c

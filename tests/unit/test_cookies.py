@@ -86,6 +86,18 @@ def test_cookie_ack_establishes_without_any_syn_state() -> None:
     assert lst.accept() is c
 
 
+def test_connections_from_cookies_are_compacted() -> None:
+    """Memory: equal window and MSS values are one shared object (Connection._compact),
+    as for a connection from a full handshake."""
+    h, sc = harness()
+    h.listen()
+    for port in (REMOTE_PORT, REMOTE_PORT + 1):
+        deliver(h, cookie_ack(h, FULL, src_port=port))
+    a, b = h.engine.connections.values()
+    assert a.snd_mss == 1448 and a.snd_mss is b.snd_mss and a.snd_wnd is b.snd_wnd
+    assert a.snd_nxt is a.snd_una and a._write_seq is a.snd_una
+
+
 def test_first_data_continues_the_sequence_and_the_timestamp_clock() -> None:
     h, sc = harness()
     h.listen()
