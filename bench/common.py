@@ -405,16 +405,19 @@ class Counter:
 
 
 def pystack_echo_server(iface: str, port: int, fastopen: int = 0,
-                        syncookies: int | None = None) -> None:
+                        syncookies: int | None = None, xdp_synack: bool = False) -> None:
     """Echo on a pystack Host until SIGTERM; with fastopen > 0 the host has
     net.ipv4.tcp_fastopen=3 and the listener TCP_FASTOPEN=fastopen; syncookies sets
-    net.ipv4.tcp_syncookies (2: the XDP program answers every SYN). Every connection gets
-    TCP_NODELAY, as the C server's."""
+    net.ipv4.tcp_syncookies (2: the XDP program answers every SYN); xdp_synack sets
+    pystack.xdp_synack=1 (the XDP program answers SYNs and keeps the request). Every
+    connection gets TCP_NODELAY, as the C server's."""
     from pystack.host import Host
 
     sysctls = ["net.ipv4.tcp_fastopen=3"] if fastopen else []
     if syncookies is not None:
         sysctls.append(f"net.ipv4.tcp_syncookies={syncookies}")
+    if xdp_synack:
+        sysctls.append("pystack.xdp_synack=1")
     with Host(iface, sysctls=sysctls) as h:
         counter = Counter(extra=lambda: {"mib": {k: v for k, v in h.mib().items() if v}},
                           call=h.call)
@@ -462,7 +465,7 @@ def timed_main(prog: str, run: Callable[[int, float, float], dict[str, object]],
 
 
 def start_server(bed: Testbed, kind: str, exe: Path, fastopen: int = 0,
-                 syncookies: int | None = None) -> Server:
+                 syncookies: int | None = None, xdp_synack: bool = False) -> Server:
     """The echo server of ``kind`` ("kernel": the C tool on KERNEL_PORT, "pystack": on
     PYSTACK_PORT) in the stack namespace, ready. ``syncookies`` is pystack's
     net.ipv4.tcp_syncookies (the kernel's is the namespace's sysctl, the caller's)."""
@@ -473,6 +476,8 @@ def start_server(bed: Testbed, kind: str, exe: Path, fastopen: int = 0,
                 bed.stack.ifname, "--port", str(PYSTACK_PORT), "--fastopen", str(fastopen)]
         if syncookies is not None:
             argv += ["--syncookies", str(syncookies)]
+        if xdp_synack:
+            argv.append("--xdp-synack")
     p = bed.spawn("stack", argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     srv = Server(p, f"{kind} server")
     try:
@@ -491,8 +496,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fastopen", type=int, default=0, help="TCP_FASTOPEN queue length")
     ap.add_argument("--syncookies", type=int, choices=[0, 1, 2],
                     help="net.ipv4.tcp_syncookies (default: pystack's, 1)")
+    ap.add_argument("--xdp-synack", action="store_true",
+                    help="pystack.xdp_synack=1: SYN-ACKs from XDP, requests kept")
     args = ap.parse_args(argv)
-    pystack_echo_server(args.iface, args.port, args.fastopen, args.syncookies)
+    pystack_echo_server(args.iface, args.port, args.fastopen, args.syncookies, args.xdp_synack)
     return 0
 
 

@@ -22,6 +22,9 @@ reported too, for reference.
 SYN cookies: both servers again with net.ipv4.tcp_syncookies=2 (every SYN answered with a
 cookie). pystack's XDP program then sends the SYN-ACK itself (XDP_TX) and the control plane
 first hears of a connection at its cookie ACK; the kernel answers from its own stack.
+pystack.xdp_synack=1: pystack again with Linux's default tcp_syncookies=1, its XDP program
+answering SYNs and keeping each request for the control plane's SYN-ACK retransmission
+(pystack/tcp/xdpsyn.py), against the kernel's default run.
 
 Each measurement runs WARMUP + DURATION seconds; both client and server count the
 transactions that complete inside the same DURATION window (CLOCK_MONOTONIC is shared by
@@ -76,7 +79,8 @@ def _measure(bed: Testbed, exe: Path, srv: Server, port: int, threads: int, fast
 
 
 def _series(bed: Testbed, exe: Path, kind: str, fastopen: bool, runs: int, warmup: float,
-            duration: float, cookies: bool = False) -> dict[int, dict[str, float]]:
+            duration: float, cookies: bool = False,
+            xdp_synack: bool = False) -> dict[int, dict[str, float]]:
     """One server (kind, with or without Fast Open; with cookies, tcp_syncookies=2: every
     SYN answered with a cookie, by pystack's XDP program or the kernel) through every
     concurrency; medians."""
@@ -84,7 +88,7 @@ def _series(bed: Testbed, exe: Path, kind: str, fastopen: bool, runs: int, warmu
         sysctl(bed, "stack", f"net.ipv4.tcp_fastopen={3 if fastopen else 1}",
                f"net.ipv4.tcp_syncookies={2 if cookies else 1}")
     srv = start_server(bed, kind, exe, FASTOPEN_QLEN if fastopen else 0,
-                       2 if cookies else None)
+                       2 if cookies else None, xdp_synack)
     port = KERNEL_PORT if kind == "kernel" else PYSTACK_PORT
     try:
         if fastopen:  # the client's first Fast Open connection fetches the cookie
@@ -95,7 +99,8 @@ def _series(bed: Testbed, exe: Path, kind: str, fastopen: bool, runs: int, warmu
                   for _ in range(runs)]
             out[n] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
             print(f"crr: {kind}{' fastopen' if fastopen else ''}"
-                  f"{' syncookies=2' if cookies else ''} x{n}: "
+                  f"{' syncookies=2' if cookies else ''}"
+                  f"{' xdp_synack' if xdp_synack else ''} x{n}: "
                   f"{out[n]['client_cps']:.0f}/s", file=sys.stderr, flush=True)
         if kind == "pystack":
             mib = srv.report().get("mib", {})
@@ -120,6 +125,8 @@ def run(runs: int = RUNS, warmup: float = WARMUP, duration: float = DURATION) ->
         # handshake's state is made from the cookie ACK.
         pc = _series(bed, exe, "pystack", False, runs, warmup, duration, cookies=True)
         kc = _series(bed, exe, "kernel", False, runs, warmup, duration, cookies=True)
+        # pystack.xdp_synack=1 (Linux semantics kept), against the kernel's default run.
+        px = _series(bed, exe, "pystack", False, runs, warmup, duration, xdp_synack=True)
     out: dict[str, object] = {
         "name": "crr",
         "conditions": f"veth pair in namespaces, AF_XDP copy mode; C client in the peer "
@@ -128,6 +135,7 @@ def run(runs: int = RUNS, warmup: float = WARMUP, duration: float = DURATION) ->
                       f"{duration:.0f}s after {warmup:.0f}s warm-up, median of {runs}; "
                       f"Fast Open: client MSG_FASTOPEN, server TCP_FASTOPEN={FASTOPEN_QLEN}; "
                       f"syncookies rows: both servers with net.ipv4.tcp_syncookies=2; "
+                      f"xdp_synack rows: pystack.xdp_synack=1 vs the kernel's default; "
                       f"provisional (shared 2-CPU VM)",
     }
     for n in CONCURRENCY:
@@ -150,8 +158,11 @@ def run(runs: int = RUNS, warmup: float = WARMUP, duration: float = DURATION) ->
             f"{tag}_syncookies_pystack_cps": round(pc[n]["client_cps"]),
             f"{tag}_syncookies_kernel_cps": round(kc[n]["client_cps"]),
             f"{tag}_syncookies_ratio": ratio(pc[n]["client_cps"], kc[n]["client_cps"]),
+            f"{tag}_xdp_synack_pystack_cps": round(px[n]["client_cps"]),
+            f"{tag}_xdp_synack_ratio": ratio(px[n]["client_cps"], k[n]["client_cps"]),
             f"{tag}_client_fails": int(p[n]["fails"] + k[n]["fails"] + pf[n]["fails"]
-                                       + kf[n]["fails"] + pc[n]["fails"] + kc[n]["fails"]),
+                                       + kf[n]["fails"] + pc[n]["fails"] + kc[n]["fails"]
+                                       + px[n]["fails"]),
         }
     out["pystack_fastopen_mib"] = {k: int(v) for k, v in pf.get(0, {}).items()}
     out["rows"] = [
@@ -181,6 +192,13 @@ def run(runs: int = RUNS, warmup: float = WARMUP, duration: float = DURATION) ->
          "pystack": out["c8_syncookies_pystack_cps"],
          "kernel": out["c8_syncookies_kernel_cps"],
          "ratio": out["c8_syncookies_ratio"], "target": "", "met": None},
+        {"condition": "serial, pystack.xdp_synack=1 (SYN-ACK from XDP, request kept) vs "
+                      "the kernel's default",
+         "pystack": out["serial_xdp_synack_pystack_cps"], "kernel": out["serial_kernel_cps"],
+         "ratio": out["serial_xdp_synack_ratio"], "target": "", "met": None},
+        {"condition": "8 concurrent, pystack.xdp_synack=1 vs the kernel's default",
+         "pystack": out["c8_xdp_synack_pystack_cps"], "kernel": out["c8_kernel_cps"],
+         "ratio": out["c8_xdp_synack_ratio"], "target": "", "met": None},
     ]
     return out
 

@@ -114,6 +114,34 @@ struct syncookie_cfg {
 #define SC_CFG_WSCALE     0x4u  /* net.ipv4.tcp_window_scaling */
 #define SC_CFG_ECN        0x8u  /* net.ipv4.tcp_ecn (accept ECN-setup SYNs) */
 
+/* ---- SYN-ACKs from XDP with the request kept (pystack.xdp_synack; pystack/tcp/xdpsyn.py) ----
+ *
+ * In mode 1, with no pressure, a SYN to a listener in `synack_listen` (the control plane
+ * puts there the listeners whose SYN-ACK XDP can send exactly: no per-socket options, room
+ * in the accept queue) and carrying timestamps is answered like a cookie SYN (the same
+ * SYN-ACK, ISN = the cookie, options in the TSval), and the request is recorded in
+ * `synack_req` under its 4-tuple: that is the SYN queue entry Linux keeps. The control plane
+ * reads the map on its tick, retransmits the SYN-ACK of a request not answered in time
+ * (TCP_TIMEOUT_INIT doubled, tcp_synack_retries) and removes the expired ones. The ACK that
+ * completes the handshake passes the cookie check as any cookie ACK; the program then
+ * takes the request out of the map and reports the SYN's exact MSS in the cookie info.
+ * A full map only loses the request (the SYN-ACK is then a plain cookie, SyncookiesSent). */
+#define SYNACK_REQ_MAX 8192
+#define REQ_SACK 0x1u  /* the SYN offered SACK */
+#define REQ_ECN  0x2u  /* the SYN was an ECN-setup SYN (ECE and CWR) */
+
+struct synack_req {
+    __u64 sent_ns;     /* bpf_ktime_get_ns() when XDP sent the SYN-ACK */
+    __u32 isn;         /* our ISN (the cookie), host order */
+    __u32 peer_isn;    /* the SYN's sequence number, host order */
+    __u32 peer_tsval;  /* the SYN's TSval (every SYN-ACK's TSecr) */
+    __u16 mss;         /* the SYN's MSS option, 0 without one */
+    __u8  wscale;      /* the SYN's window scale shift, SC_WSCALE_NONE without the option */
+    __u8  flags;       /* REQ_* */
+    __u8  peer_mac[6]; /* the SYN's source MAC: where a retransmitted SYN-ACK goes */
+    __u16 pad;
+};
+
 /* `syncookie_keys[0]` the primary key (new cookies, checked first), [1] the previous one
  * (still accepted on check), like Linux's two-minute window across a key change. */
 struct syncookie_key {
@@ -127,7 +155,9 @@ struct syncookie_key {
 #define SYNCOOKIE_SENT     0  /* SyncookiesSent: SYN-ACKs with a cookie sent (XDP_TX) */
 #define SYNCOOKIE_RECV     1  /* SyncookiesRecv: ACKs with a valid cookie */
 #define SYNCOOKIE_FAILED   2  /* SyncookiesFailed: ACKs with an invalid cookie */
-#define SYNCOOKIE_COUNTERS 3
+#define SYNACK_XDP         3  /* pystack's XdpSynAcks: SYN-ACKs sent for requests kept in
+                               * synack_req (below), not counted as SyncookiesSent */
+#define SYNCOOKIE_COUNTERS 4
 
 /* owned_ports key: a local (address, port) pystack serves; addr 0 means any address. */
 struct port_key {

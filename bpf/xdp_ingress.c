@@ -10,6 +10,8 @@
  *     socket of this rx queue, with a pystack_meta in front saying "checksums verified".
  *   - SYN to an owned listener in cookie mode ................ XDP_TX: the frame becomes a
  *     SYN-ACK whose sequence number is a SYN cookie (no state kept, Python not woken)
+ *   - the same, pystack.xdp_synack (mode 1, no pressure) ..... XDP_TX as above, and the
+ *     request is kept in synack_req for the control plane (pystack_xdp.h)
  *   - ACK to an owned listener, no flow, cookies active ...... valid cookie: redirect with
  *     META_COOKIE_OK and the options it encoded, and the 4-tuple becomes an owned flow;
  *     invalid: XDP_DROP + reason
@@ -38,6 +40,8 @@ BPF_ARRAY(syncookie_keys, struct syncookie_key, 2);
 BPF_HASH(syncookie_pressure, struct port_key, __u32, 4096);
 BPF_TABLE("lru_hash", struct port_key, __u64, syncookie_recent, 4096);
 BPF_PERCPU_ARRAY(syncookie_count, __u64, SYNCOOKIE_COUNTERS);
+BPF_HASH(synack_listen, struct port_key, __u32, 4096);
+BPF_HASH(synack_req, struct flow_key, struct synack_req, SYNACK_REQ_MAX);
 
 #define IP_MF     0x2000
 #define IP_OFFSET 0x1fff
@@ -372,10 +376,15 @@ static __always_inline int syn_cookie(struct xdp_md *ctx, struct iphdr *ip,
     struct syncookie_cfg *cfg = syncookie_cfg.lookup(&zero);
     if (!cfg || cfg->mode == 0)
         return -1;
+    int stateful = 0; /* keep the request in synack_req (pystack_xdp.h) */
     if (cfg->mode == 1) {
         __u32 *on = syncookie_pressure.lookup(&sc->lk);
-        if (!on || !*on)
-            return -1;
+        if (!on || !*on) {
+            __u32 *el = synack_listen.lookup(&sc->lk);
+            if (!el || !*el)
+                return -1;
+            stateful = 1;
+        }
     }
     if (tcp_len != doff) /* data on the SYN: Fast Open or not, the control plane's */
         return -1;
@@ -391,6 +400,8 @@ static __always_inline int syn_cookie(struct xdp_md *ctx, struct iphdr *ip,
 
     __u32 flags = cfg->flags;
     int ts = o.have_ts && (flags & SC_CFG_TIMESTAMPS);
+    if (stateful && !ts)
+        return -1; /* the cookie could not carry its options: the control plane's SYN */
     /* As Linux: without timestamps there is nowhere to keep wscale/SACK/ECN. */
     int ws = ts && o.have_ws && (flags & SC_CFG_WSCALE);
     int sack = ts && o.sack && (flags & SC_CFG_SACK);
@@ -514,6 +525,21 @@ static __always_inline int syn_cookie(struct xdp_md *ctx, struct iphdr *ip,
     else if (now - *last > SC_NSEC_PER_SEC)
         *last = now;
 
+    if (stateful) {
+        struct flow_key fk = {.saddr = saddr, .daddr = daddr, .sport = sport, .dport = dport};
+        struct synack_req rq = {
+            .sent_ns = now, .isn = cookie, .peer_isn = ntohl(seq_wire),
+            .peer_tsval = o.tsval, .mss = o.have_mss ? o.mss : 0,
+            .wscale = o.have_ws ? o.wscale : SC_WSCALE_NONE,
+            .flags = (o.sack ? REQ_SACK : 0) |
+                     ((fl & (TH_ECE | TH_CWR)) == (TH_ECE | TH_CWR) ? REQ_ECN : 0),
+        };
+        __builtin_memcpy(rq.peer_mac, mac + 6, 6);
+        if (synack_req.update(&fk, &rq) == 0) {
+            sc_count(SYNACK_XDP);
+            return count_action(ACT_TX, XDP_TX);
+        }
+    }
     sc_count(SYNCOOKIE_SENT);
     return count_action(ACT_TX, XDP_TX);
 }
@@ -648,7 +674,15 @@ static __always_inline int listener(struct xdp_md *ctx, struct pystack_scratch *
             };
             __u32 one = 1;
             owned_flows.update(&fk, &one);
-            sc_count(SYNCOOKIE_RECV);
+            struct synack_req *rq = synack_req.lookup(&fk);
+            if (rq) { /* a request XDP kept: its SYN's exact MSS, and the SYN queue entry
+                       * goes (Linux: the request becomes the child) */
+                __u32 mss = rq->mss ? rq->mss : 536; /* RFC 9293 §3.7.1 default */
+                info = (info & ~SC_INFO_MSS_MASK) | (mss & SC_INFO_MSS_MASK);
+                synack_req.delete(&fk);
+            } else {
+                sc_count(SYNCOOKIE_RECV);
+            }
             return deliver(ctx, META_CSUM_OK | META_COOKIE_OK, info);
         }
     }

@@ -30,6 +30,7 @@ from pystack.tcp import cookies
 from pystack.tcp.connection import Connection
 from pystack.tcp.engine import Listener, TcpEngine
 from pystack.tcp.settings import Settings
+from pystack.tcp.xdpsyn import XdpSynAcks
 from pystack.wire.segment import FourTuple, TcpSegment, ip_to_int
 from pystack.xdp import abi
 from pystack.xdp.program import IngressProgram
@@ -85,6 +86,11 @@ class Host:
         # SYN cookies: the engine's half shares the key and SYN-ACK parameters with XDP.
         self.cookies = cookies.SynCookies(on_pressure=self._set_pressure)
         cookies.attach(self.engine, self.cookies)
+        # pystack.xdp_synack: SYN-ACKs from XDP, requests kept in its map (xdpsyn.py).
+        neigh = self.dp.neigh
+        self.xdpsyn = XdpSynAcks(self.engine, self.cookies,
+                                 neigh.learn if neigh is not None else None)
+        self._synack_on: set[Listener] = set()  # listeners in the program's synack_listen
         self.cookie_key_interval = cookie_key_interval
         self._next_rotation = time.monotonic() + cookie_key_interval
         self._applied = -1  # settings.version last pushed to the XDP program
@@ -188,6 +194,24 @@ class Host:
             self.cookies.rotate(key)
         if self.settings.version != self._applied:
             self._apply_syncookies()
+        self._xdp_synack(now)
+
+    def _xdp_synack(self, now: float) -> None:
+        """pystack.xdp_synack: tell the XDP program which listeners it may answer SYNs for,
+        then retransmit and expire the requests it holds (pystack/tcp/xdpsyn.py)."""
+        prog = self.dp.program
+        xs = self.xdpsyn
+        want = xs.wanted()
+        was = self._synack_on
+        if want != was:
+            for lst in was - want:
+                prog.set_synack_listener(lst.port, lst.ip, on=False)
+            for lst in want - was:
+                prog.set_synack_listener(lst.port, lst.ip)
+            self._synack_on = want
+        if want or was or xs.tracking:
+            for key in xs.tick(now, prog.synack_requests()):
+                prog.drop_synack_request(key)
 
     def _apply_syncookies(self) -> None:
         """net.ipv4.tcp_syncookies and what cookie SYN-ACKs offer, into the XDP program."""

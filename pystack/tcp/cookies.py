@@ -126,7 +126,8 @@ class SynCookies:
         """Lower the flag of every listener whose SYN backlog has drained to half its
         limit (hysteresis: the flag does not flap with every request that completes or
         expires) or that is closed. Returns them."""
-        done = [lst for lst in self.pressure if lst.closed or lst._syn_recv <= lst.backlog // 2]
+        done = [lst for lst in self.pressure
+                if lst.closed or lst._syn_recv + lst._xdp_reqs <= lst.backlog // 2]
         for lst in done:
             self.lower_pressure(lst)
         return done
@@ -213,7 +214,7 @@ def conn_request(engine: TcpEngine, lst: Listener, seg: TcpSegment, now: float,
     whatever the queues ("the peer is evidently a real one")."""
     s = engine.settings
     mib = engine.mib
-    qlen = lst._syn_recv
+    qlen = lst._syn_recv + lst._xdp_reqs  # with the requests XDP holds (xdpsyn.py)
     want_cookie = False
     # Request queue full (Linux >= 6.13 inet_csk_reqsk_queue_is_full: qlen > backlog; the
     # request queue is bounded by the listen backlog, tcp_max_syn_backlog plays below).

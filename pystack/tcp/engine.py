@@ -160,7 +160,8 @@ def _coalesce(events: list[tuple[object, str]]) -> list[tuple[object, str]]:
 class Listener(_Sock):
     """A listening socket (RFC 9293 LISTEN state, §3.10.7.2)."""
 
-    __slots__ = ("ip", "port", "backlog", "_accept_q", "_syn_recv", "_fo_qlen", "closed")
+    __slots__ = ("ip", "port", "backlog", "_accept_q", "_syn_recv", "_xdp_reqs", "_fo_qlen",
+                 "closed")
 
     def __init__(self, engine: TcpEngine, ip: int, port: int, backlog: int) -> None:
         super().__init__(engine)
@@ -169,6 +170,7 @@ class Listener(_Sock):
         self.backlog = backlog
         self._accept_q: deque[Connection] = deque()
         self._syn_recv = 0  # children in SYN-RECEIVED (the "SYN queue")
+        self._xdp_reqs = 0  # requests the XDP program holds (xdpsyn.py), as of the last tick
         self._fo_qlen = 0  # Fast Open children still in SYN-RECEIVED (TCP_FASTOPEN bounds it)
         self.closed = False
 

@@ -119,6 +119,10 @@ SETTINGS_SPEC: dict[str, _Spec] = {
     # no such cap; memory and file descriptors bound it). Past it new passive opens are
     # dropped and active opens fail (EAGAIN), counted; bounded by the XDP flow table.
     "max_connections": _Spec(_P, "int", FLOW_TABLE_SIZE, 1, FLOW_TABLE_SIZE),
+    # pystack's own: 1 = with tcp_syncookies=1, the XDP program answers the SYNs of plain
+    # listeners itself and keeps the request for the control plane, which retransmits the
+    # SYN-ACK (pystack/tcp/xdpsyn.py); 0 = every SYN reaches the control plane.
+    "xdp_synack": _Spec(_P, "int", 0, 0, 1),
 }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 MAX_QUEUES = 64
@@ -28,7 +29,8 @@ META_COOKIE_OK = 0x0002
 META_SIZE = 8
 
 # SYN cookies (bpf/pystack_xdp.h describes the cookie, the maps and the rules).
-SYNCOOKIE_COUNTERS = ("SyncookiesSent", "SyncookiesRecv", "SyncookiesFailed")  # index order
+# Index order. XdpSynAcks is pystack's own: SYN-ACKs XDP sent for requests it kept.
+SYNCOOKIE_COUNTERS = ("SyncookiesSent", "SyncookiesRecv", "SyncookiesFailed", "XdpSynAcks")
 SYNCOOKIE_PERIOD_SHIFT = 6  # time counter = CLOCK_MONOTONIC seconds >> 6
 SYNCOOKIE_VALID_SEC = 128
 SYNCOOKIE_MSS_BITS = 2
@@ -40,6 +42,17 @@ SC_CFG_TIMESTAMPS = 0x1
 SC_CFG_SACK = 0x2
 SC_CFG_WSCALE = 0x4
 SC_CFG_ECN = 0x8
+
+# struct flow_key (owned_flows, synack_req): remote addr, local addr, remote port, local
+# port, all four in network order.
+FLOW_KEY = struct.Struct("!IIHH")
+
+# SYN-ACKs from XDP with the request kept (synack_req; pystack.xdp_synack).
+SYNACK_REQ_MAX = 8192
+REQ_SACK = 0x1
+REQ_ECN = 0x2
+# struct synack_req: sent_ns, isn, peer_isn, peer_tsval, mss, wscale, flags, peer_mac, pad
+SYNACK_REQ = struct.Struct("=QIIIHBB6sH")
 
 # pystack_meta.syncookie / ps_desc.syncookie, valid with META_COOKIE_OK.
 SC_INFO_MSS_MASK = 0x0000FFFF

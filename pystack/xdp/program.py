@@ -7,6 +7,7 @@ kernel closes the link and the interface passes traffic to the kernel again (PLA
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 import socket
 import struct
@@ -37,7 +38,7 @@ def _ip_be(addr: str | int) -> int:
     return int(struct.unpack("=I", packed)[0])
 
 
-_FLOW_KEY = struct.Struct("!IIHH")  # struct flow_key: all four fields in network order
+_FLOW_KEY = abi.FLOW_KEY
 _ONE = struct.pack("=I", 1)
 _HINT_KEY = struct.Struct("=I")
 
@@ -85,6 +86,8 @@ class IngressProgram:
         self.syncookie_pressure = self.bpf[b"syncookie_pressure"]
         self.syncookie_recent = self.bpf[b"syncookie_recent"]
         self.syncookie_count = self.bpf[b"syncookie_count"]
+        self.synack_listen = self.bpf[b"synack_listen"]
+        self._req_fd = self.bpf[b"synack_req"].map_fd
         self._links: dict[int, int] = {}
         self.reset_syncookies()
 
@@ -147,6 +150,7 @@ class IngressProgram:
         self.owned_ports.pop(key, None)
         self.syncookie_pressure.pop(self.syncookie_pressure.Key(key.addr, key.port, 0), None)
         self.syncookie_recent.pop(self.syncookie_recent.Key(key.addr, key.port, 0), None)
+        self.synack_listen.pop(self.synack_listen.Key(key.addr, key.port, 0), None)
 
     # Once or twice per connection: straight to the map (one bpf() each) with the key's
     # bytes, instead of bcc's table objects (ctypes structs, and a lookup before a delete).
@@ -172,6 +176,8 @@ class IngressProgram:
         self.set_cookie_key(os.urandom(16), rotate=False)
         self.syncookie_pressure.clear()
         self.syncookie_recent.clear()
+        self.synack_listen.clear()
+        self.bpf[b"synack_req"].clear()
 
     def set_syncookies(self, mode: int) -> None:
         """net.ipv4.tcp_syncookies: 0 never, 1 when a listener's pressure flag is up,
@@ -230,6 +236,49 @@ class IngressProgram:
             self.syncookie_pressure[key] = ctypes.c_uint32(1)
         else:
             self.syncookie_pressure.pop(key, None)
+
+    # ---- SYN-ACKs from XDP with the request kept (pystack.xdp_synack; pystack_xdp.h) ----
+    def set_synack_listener(self, port: int, addr: str | int = 0, on: bool = True) -> None:
+        """Let XDP answer (on) the SYNs to this listener, keyed like own_port(), keeping
+        each request in synack_req; or stop (the control plane gets its SYNs again)."""
+        key = self.synack_listen.Key(_ip_be(addr), _port_be(port), 0)
+        if on:
+            self.synack_listen[key] = ctypes.c_uint32(1)
+        else:
+            self.synack_listen.pop(key, None)
+
+    def synack_requests(self) -> list[tuple[bytes, bytes]]:
+        """Every request in synack_req as (struct flow_key, struct synack_req) bytes, read
+        in batches (BPF_MAP_LOOKUP_BATCH: a few bpf() calls, whatever the count)."""
+        from bcc.libbcc import lib as bcclib
+
+        n = abi.SYNACK_REQ_MAX
+        ks, vs = _FLOW_KEY.size, abi.SYNACK_REQ.size
+        keys = ctypes.create_string_buffer(n * ks)
+        vals = ctypes.create_string_buffer(n * vs)
+        tok_in, tok_out, cnt = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
+        total = 0
+        while total < n:
+            cnt.value = n - total
+            res = bcclib.bpf_lookup_batch(
+                self._req_fd, ctypes.byref(tok_in) if total else None, ctypes.byref(tok_out),
+                ctypes.byref(keys, ks * total), ctypes.byref(vals, vs * total),
+                ctypes.byref(cnt))
+            err = ctypes.get_errno()
+            total += cnt.value
+            if res != 0:
+                if err == errno.ENOENT:
+                    break  # the end of the map
+                raise OSError(err, f"synack_req lookup batch: {os.strerror(err)}")
+            if cnt.value == 0:
+                break
+            tok_in.value = tok_out.value
+        kb, vb = keys.raw, vals.raw
+        return [(kb[i * ks:(i + 1) * ks], vb[i * vs:(i + 1) * vs]) for i in range(total)]
+
+    def drop_synack_request(self, key: bytes) -> None:
+        """Take one request (struct flow_key bytes) out of synack_req; gone already is fine."""
+        self._delete(self._req_fd, key)
 
     def set_cookie_key(self, key: bytes, *, rotate: bool = True) -> None:
         """Install a 16-byte cookie key as the primary. With rotate, the old primary

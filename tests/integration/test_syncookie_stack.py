@@ -332,3 +332,79 @@ def test_host_reports_xdp_cookie_counters_as_mib(bed, make_host):
     for k in ("SyncookiesSent", "SyncookiesRecv", "SyncookiesFailed"):
         assert m1[k] - m0[k] == xdp1[k] - xdp0[k]
     assert xdp1["SyncookiesSent"] - xdp0["SyncookiesSent"] == 1
+
+
+# ---- pystack.xdp_synack: SYN-ACKs from XDP, the request kept in its map (xdpsyn.py) ----
+def synack_listening(p: IngressProgram, port: int = PORT) -> bool:
+    return p.synack_listen.Key(_ip_be(0), _port_be(port), 0) in p.synack_listen
+
+
+def test_xdp_synack_kernel_clients_connect_and_python_never_sees_a_syn(bed, make_host):
+    h = make_host("pystack.xdp_synack=1")
+    p = h.dp.program
+    wait_for(lambda: synack_listening(p), 5, "the listener in synack_listen")
+    m0 = mib(h)
+    for size in (1, 1000, 200_000):
+        _, (opts, snd_ws, rcv_ws) = echo_round_trip(bed, size)
+        assert opts & 0x7 == 0x7 and snd_ws == 7 and rcv_ws > 0
+    wait_for(lambda: h.call(lambda: not h.engine.connections), 10, "connections to close")
+    m1 = mib(h)
+    assert h.syns_seen == 0, "a SYN reached the control plane"  # type: ignore[attr-defined]
+    d = delta(m0, m1, "XdpSynAcks", "SyncookiesSent", "SyncookiesRecv", "PassiveOpens",
+              "EstabResets", "TCPSynRetrans")
+    # Stateful, not cookies: nothing counted as a cookie, and no retransmission.
+    assert d == {"XdpSynAcks": 3, "SyncookiesSent": 0, "SyncookiesRecv": 0,
+                 "PassiveOpens": 3, "EstabResets": 0, "TCPSynRetrans": 0}
+    assert p.synack_requests() == [], "the ACKs took the requests out of the map"
+
+
+def test_xdp_synack_keeps_the_exact_mss_then_retransmits_and_expires(bed, make_host, wire):
+    h = make_host("pystack.xdp_synack=1", "net.ipv4.tcp_synack_retries=1")
+    p = h.dp.program
+    wait_for(lambda: synack_listening(p), 5, "the listener in synack_listen")
+    opts = [("MSS", 1400), ("SAckOK", b""), ("Timestamp", (3000, 0)), ("NOP", None),
+            ("WScale", 6)]
+    # A handshake completed by hand: the connection has the SYN's MSS, not the cookie's
+    # 1300 (msstab's entry below 1400).
+    src = FLOOD_NET.format(105)
+    wire.send(wire.tcp(src, 40300, "S", 9000, opts=opts))
+    sa = wire.expect(src, 40300)
+    assert sa[TCP].flags == "SA" and h.syns_seen == 0  # type: ignore[attr-defined]
+    assert dict(sa[TCP].options)["Timestamp"][1] == 3000
+    ts = dict(sa[TCP].options)["Timestamp"][0]
+    wire.send(wire.tcp(src, 40300, "A", 9001, sa[TCP].seq + 1, [("Timestamp", (3001, ts))]))
+    wait_for(lambda: h.call(lambda: len(h.engine.connections)) == 1, 5, "the connection")
+    (c,) = h.call(lambda: list(h.engine.connections.values()))
+    assert c.state == TcpState.ESTABLISHED and c._peer_mss == 1400 and c.snd_wscale == 6
+    # A SYN whose ACK never comes: XDP's SYN-ACK, then the control plane's retransmission
+    # one TCP_TIMEOUT_INIT later with the same ISN, then (tcp_synack_retries=1) it expires.
+    m0 = mib(h)
+    src = FLOOD_NET.format(106)
+    wire.send(wire.tcp(src, 40301, "S", 12000, opts=opts))
+    first = wire.expect(src, 40301)
+    t0 = time.monotonic()
+    assert len(p.synack_requests()) == 1
+    again = wire.expect(src, 40301, timeout=5)
+    gap = time.monotonic() - t0
+    assert again[TCP].flags == "SA" and again[TCP].seq == first[TCP].seq
+    assert again[TCP].ack == 12001 and dict(again[TCP].options)["Timestamp"][1] == 3000
+    assert dict(again[TCP].options)["WScale"] == dict(first[TCP].options)["WScale"]
+    assert 0.8 <= gap <= 2.0, gap
+    wait_for(lambda: not p.synack_requests(), 10, "the request to expire")
+    d = delta(m0, mib(h), "XdpSynAcks", "TCPSynRetrans", "RetransSegs", "PassiveOpens")
+    assert d == {"XdpSynAcks": 1, "TCPSynRetrans": 1, "RetransSegs": 1, "PassiveOpens": 0}
+    assert h.syns_seen == 0  # type: ignore[attr-defined]
+
+
+def test_xdp_synack_off_by_default_and_not_for_a_listener_with_options(bed, make_host):
+    h = make_host()  # pystack.xdp_synack=0
+    p = h.dp.program
+    echo_round_trip(bed, 10)
+    assert h.syns_seen == 1 and not synack_listening(p)  # type: ignore[attr-defined]
+    assert h.sysctl("pystack.xdp_synack", "1") == "1"
+    wait_for(lambda: synack_listening(p), 5, "the listener in synack_listen")
+    # A per-socket option changes the SYN-ACK: such a listener's SYNs go to the engine.
+    h.call(lambda: next(iter(h.engine.listeners.values())).set_option("SO_RCVBUF", 65536))
+    wait_for(lambda: not synack_listening(p), 5, "the listener out of synack_listen")
+    echo_round_trip(bed, 10)
+    assert h.syns_seen == 2  # type: ignore[attr-defined]

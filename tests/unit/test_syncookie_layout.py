@@ -134,9 +134,13 @@ def test_header_and_python_agree():
     assert define("META_COOKIE_OK") == abi.META_COOKIE_OK
     assert abi.DROP_REASONS[define("DROP_SYNCOOKIE")] == "syncookie_failed"
     assert define("SYNCOOKIE_COUNTERS") == len(abi.SYNCOOKIE_COUNTERS)
-    for name, idx in (("SYNCOOKIE_SENT", 0), ("SYNCOOKIE_RECV", 1), ("SYNCOOKIE_FAILED", 2)):
+    for name, idx in (("SYNCOOKIE_SENT", 0), ("SYNCOOKIE_RECV", 1), ("SYNCOOKIE_FAILED", 2),
+                      ("SYNACK_XDP", 3)):
         assert define(name) == idx
-    assert abi.SYNCOOKIE_COUNTERS == ("SyncookiesSent", "SyncookiesRecv", "SyncookiesFailed")
+    assert abi.SYNCOOKIE_COUNTERS == ("SyncookiesSent", "SyncookiesRecv", "SyncookiesFailed",
+                                      "XdpSynAcks")
+    for name in ("SYNACK_REQ_MAX", "REQ_SACK", "REQ_ECN"):
+        assert define(name) == getattr(abi, name), name
     for name in ("SYNCOOKIE_PERIOD_SHIFT", "SYNCOOKIE_VALID_SEC", "SYNCOOKIE_MSS_BITS",
                  "SYNCOOKIE_COUNT_BITS", "SYNCOOKIE_HASH_SHIFT", "SC_CFG_TIMESTAMPS",
                  "SC_CFG_SACK", "SC_CFG_WSCALE", "SC_CFG_ECN", "SC_INFO_MSS_MASK",
