@@ -229,8 +229,8 @@ def conn_request(engine: TcpEngine, lst: Listener, seg: TcpSegment, now: float,
             mib["TCPReqQFullDrop"] += 1
             mib["ListenDrops"] += 1
             return False
-    # Accept queue full (sk_acceptq_is_full: Linux admits backlog + 1) -> drop.
-    if len(lst._accept_q) > lst.backlog:
+    # Accept queue full (sk_acceptq_is_full) -> drop.
+    if lst.acceptq_full:
         mib["ListenOverflows"] += 1
         mib["ListenDrops"] += 1
         return False
@@ -264,7 +264,7 @@ def cookie_ack(engine: TcpEngine, lst: Listener, seg: TcpSegment, now: float
     mib = engine.mib
     # tcp_v4_syn_recv_sock: sk_acceptq_is_full -> ListenOverflows, ListenDrops, no child.
     # Or no room for another connection at all (pystack.max_connections).
-    full = len(lst._accept_q) > lst.backlog
+    full = lst.acceptq_full
     if full:
         mib["ListenOverflows"] += 1
         mib["ListenDrops"] += 1

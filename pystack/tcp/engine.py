@@ -186,6 +186,11 @@ class Listener(_Sock):
         """Established connections waiting in the accept queue."""
         return len(self._accept_q)
 
+    @property
+    def acceptq_full(self) -> bool:
+        """Linux ``sk_acceptq_is_full``: it admits backlog + 1 connections."""
+        return len(self._accept_q) > self.backlog
+
     def accept(self) -> Connection | None:
         """The next established connection, or None if the accept queue is empty."""
         if self._accept_q:

@@ -416,7 +416,7 @@ class InputMixin:
                 self._set_state(TcpState.CLOSED)
                 self._release()
                 return False
-            if len(lst._accept_q) > lst.backlog:
+            if lst.acceptq_full:
                 eng.mib["ListenOverflows"] += 1
                 eng.mib["ListenDrops"] += 1
                 if eng.settings.tcp_abort_on_overflow:

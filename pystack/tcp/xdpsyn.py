@@ -66,7 +66,7 @@ class XdpSynAcks:
             return set()
         return {lst for lst in eng.listeners.values()
                 if not lst.closed and lst._opts is None and not lst._f & F_RCVBUF_LOCK
-                and len(lst._accept_q) <= lst.backlog}
+                and not lst.acceptq_full}
 
     def tick(self, now: float, reqs: Iterable[tuple[bytes, bytes]]) -> list[bytes]:
         """Read the requests (flow key, value bytes from synack_req): queue the SYN-ACKs
