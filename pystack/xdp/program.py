@@ -13,6 +13,7 @@ import socket
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pystack.wire.segment import ip_to_int
 from pystack.xdp import abi
@@ -78,6 +79,7 @@ class IngressProgram:
         from bcc.libbcc import lib as bcclib
 
         self._update = bcclib.bpf_update_elem
+        self._lookup_batch = bcclib.bpf_lookup_batch
         self._delete = bcclib.bpf_delete_elem
         self.action_count = self.bpf[b"action_count"]
         self.drop_count = self.bpf[b"drop_count"]
@@ -88,6 +90,9 @@ class IngressProgram:
         self.syncookie_count = self.bpf[b"syncookie_count"]
         self.synack_listen = self.bpf[b"synack_listen"]
         self._req_fd = self.bpf[b"synack_req"].map_fd
+        # synack_requests' buffers, made once (the whole map: BPF_MAP_LOOKUP_BATCH fills them)
+        self._req_bufs = (ctypes.create_string_buffer(abi.SYNACK_REQ_MAX * _FLOW_KEY.size),
+                          ctypes.create_string_buffer(abi.SYNACK_REQ_MAX * abi.SYNACK_REQ.size))
         self._links: dict[int, int] = {}
         self.reset_syncookies()
 
@@ -231,36 +236,34 @@ class IngressProgram:
     def set_listener_pressure(self, port: int, addr: str | int = 0, on: bool = True) -> None:
         """Raise (on) or lower the listener's "SYN backlog overflowing" flag, keyed like
         own_port(). In mode 1 SYNs to it are answered with cookies while it is up."""
-        key = self.syncookie_pressure.Key(_ip_be(addr), _port_be(port), 0)
+        self._set_listener_flag(self.syncookie_pressure, port, addr, on)
+
+    @staticmethod
+    def _set_listener_flag(table: Any, port: int, addr: str | int, on: bool) -> None:
+        """A per-listener flag map (keyed like owned_ports): 1 when on, no entry when off."""
+        key = table.Key(_ip_be(addr), _port_be(port), 0)
         if on:
-            self.syncookie_pressure[key] = ctypes.c_uint32(1)
+            table[key] = ctypes.c_uint32(1)
         else:
-            self.syncookie_pressure.pop(key, None)
+            table.pop(key, None)
 
     # ---- SYN-ACKs from XDP with the request kept (pystack.xdp_synack; pystack_xdp.h) ----
     def set_synack_listener(self, port: int, addr: str | int = 0, on: bool = True) -> None:
         """Let XDP answer (on) the SYNs to this listener, keyed like own_port(), keeping
         each request in synack_req; or stop (the control plane gets its SYNs again)."""
-        key = self.synack_listen.Key(_ip_be(addr), _port_be(port), 0)
-        if on:
-            self.synack_listen[key] = ctypes.c_uint32(1)
-        else:
-            self.synack_listen.pop(key, None)
+        self._set_listener_flag(self.synack_listen, port, addr, on)
 
     def synack_requests(self) -> list[tuple[bytes, bytes]]:
         """Every request in synack_req as (struct flow_key, struct synack_req) bytes, read
         in batches (BPF_MAP_LOOKUP_BATCH: a few bpf() calls, whatever the count)."""
-        from bcc.libbcc import lib as bcclib
-
         n = abi.SYNACK_REQ_MAX
         ks, vs = _FLOW_KEY.size, abi.SYNACK_REQ.size
-        keys = ctypes.create_string_buffer(n * ks)
-        vals = ctypes.create_string_buffer(n * vs)
+        keys, vals = self._req_bufs
         tok_in, tok_out, cnt = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
         total = 0
         while total < n:
             cnt.value = n - total
-            res = bcclib.bpf_lookup_batch(
+            res = self._lookup_batch(
                 self._req_fd, ctypes.byref(tok_in) if total else None, ctypes.byref(tok_out),
                 ctypes.byref(keys, ks * total), ctypes.byref(vals, vs * total),
                 ctypes.byref(cnt))
@@ -273,7 +276,7 @@ class IngressProgram:
             if cnt.value == 0:
                 break
             tok_in.value = tok_out.value
-        kb, vb = keys.raw, vals.raw
+        kb, vb = ctypes.string_at(keys, total * ks), ctypes.string_at(vals, total * vs)
         return [(kb[i * ks:(i + 1) * ks], vb[i * vs:(i + 1) * vs]) for i in range(total)]
 
     def drop_synack_request(self, key: bytes) -> None:
