@@ -43,6 +43,11 @@ TIMEOUT_INIT = 1.0  # Linux TCP_TIMEOUT_INIT: the first SYN-ACK retransmission, 
 TIMEOUT_MAX = 120.0  # TCP_RTO_MAX
 
 
+def _timeout(retransmits: int) -> float:
+    """Seconds until the next SYN-ACK retransmission, after ``retransmits`` of them."""
+    return min(TIMEOUT_INIT * (1 << retransmits), TIMEOUT_MAX)
+
+
 class XdpSynAcks:
     """The engine's view of the requests XDP holds (one per host)."""
 
@@ -88,7 +93,7 @@ class XdpSynAcks:
             t = timers.get(key)
             if t is None or t[0] != sent_ns:  # new, or XDP answered a retransmitted SYN
                 n = t[1] if t is not None else 0
-                t = [sent_ns, n, sent_ns / 1e9 + min(TIMEOUT_INIT * (1 << int(n)), TIMEOUT_MAX)]
+                t = [sent_ns, n, sent_ns / 1e9 + _timeout(int(n))]
             seen[key] = t
             if now >= t[2]:
                 if t[1] >= retries:
@@ -110,7 +115,7 @@ class XdpSynAcks:
                 eng.mib["TCPSynRetrans"] += 1
                 eng.mib["RetransSegs"] += 1
                 t[1] += 1
-                t[2] = now + min(TIMEOUT_INIT * (1 << int(t[1])), TIMEOUT_MAX)
+                t[2] = now + _timeout(int(t[1]))
             counts[lst] = counts.get(lst, 0) + 1
         self._timers = seen  # requests no longer in the map were answered (or dropped)
         for lst in eng.listeners.values():
