@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pystack.testbed import Testbed
@@ -405,20 +405,15 @@ class Counter:
 
 
 def pystack_echo_server(iface: str, port: int, fastopen: int = 0,
-                        syncookies: int | None = None, xdp_synack: bool = False) -> None:
+                        sysctls: Sequence[str] = ()) -> None:
     """Echo on a pystack Host until SIGTERM; with fastopen > 0 the host has
-    net.ipv4.tcp_fastopen=3 and the listener TCP_FASTOPEN=fastopen; syncookies sets
-    net.ipv4.tcp_syncookies (2: the XDP program answers every SYN); xdp_synack sets
-    pystack.xdp_synack=1 (the XDP program answers SYNs and keeps the request). Every
+    net.ipv4.tcp_fastopen=3 and the listener TCP_FASTOPEN=fastopen; ``sysctls``
+    ("name=value", e.g. net.ipv4.tcp_syncookies=2) go to the host after it. Every
     connection gets TCP_NODELAY, as the C server's."""
     from pystack.host import Host
 
-    sysctls = ["net.ipv4.tcp_fastopen=3"] if fastopen else []
-    if syncookies is not None:
-        sysctls.append(f"net.ipv4.tcp_syncookies={syncookies}")
-    if xdp_synack:
-        sysctls.append("pystack.xdp_synack=1")
-    with Host(iface, sysctls=sysctls) as h:
+    with Host(iface, sysctls=(["net.ipv4.tcp_fastopen=3"] if fastopen else []) + list(sysctls)
+              ) as h:
         counter = Counter(extra=lambda: {"mib": {k: v for k, v in h.mib().items() if v}},
                           call=h.call)
 
@@ -465,19 +460,17 @@ def timed_main(prog: str, run: Callable[[int, float, float], dict[str, object]],
 
 
 def start_server(bed: Testbed, kind: str, exe: Path, fastopen: int = 0,
-                 syncookies: int | None = None, xdp_synack: bool = False) -> Server:
+                 sysctls: Sequence[str] = ()) -> Server:
     """The echo server of ``kind`` ("kernel": the C tool on KERNEL_PORT, "pystack": on
-    PYSTACK_PORT) in the stack namespace, ready. ``syncookies`` is pystack's
-    net.ipv4.tcp_syncookies (the kernel's is the namespace's sysctl, the caller's)."""
+    PYSTACK_PORT) in the stack namespace, ready. ``sysctls`` are pystack's settings
+    ("name=value"; the kernel's are the namespace's sysctls, the caller's)."""
     if kind == "kernel":
         argv = [str(exe), "server", bed.stack.ip, str(KERNEL_PORT), str(fastopen)]
     else:
         argv = [sys.executable, "-m", "bench.common", "echo-server", "--iface",
                 bed.stack.ifname, "--port", str(PYSTACK_PORT), "--fastopen", str(fastopen)]
-        if syncookies is not None:
-            argv += ["--syncookies", str(syncookies)]
-        if xdp_synack:
-            argv.append("--xdp-synack")
+        for s in sysctls:
+            argv += ["--sysctl", s]
     p = bed.spawn("stack", argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     srv = Server(p, f"{kind} server")
     try:
@@ -494,12 +487,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iface", required=True)
     ap.add_argument("--port", type=int, default=PYSTACK_PORT)
     ap.add_argument("--fastopen", type=int, default=0, help="TCP_FASTOPEN queue length")
-    ap.add_argument("--syncookies", type=int, choices=[0, 1, 2],
-                    help="net.ipv4.tcp_syncookies (default: pystack's, 1)")
-    ap.add_argument("--xdp-synack", action="store_true",
-                    help="pystack.xdp_synack=1: SYN-ACKs from XDP, requests kept")
+    ap.add_argument("--sysctl", action="append", default=[], metavar="NAME=VALUE",
+                    help="a pystack setting, e.g. net.ipv4.tcp_syncookies=2 (repeatable)")
     args = ap.parse_args(argv)
-    pystack_echo_server(args.iface, args.port, args.fastopen, args.syncookies, args.xdp_synack)
+    pystack_echo_server(args.iface, args.port, args.fastopen, args.sysctl)
     return 0
 
 

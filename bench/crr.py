@@ -87,8 +87,9 @@ def _series(bed: Testbed, exe: Path, kind: str, fastopen: bool, runs: int, warmu
     if kind == "kernel":
         sysctl(bed, "stack", f"net.ipv4.tcp_fastopen={3 if fastopen else 1}",
                f"net.ipv4.tcp_syncookies={2 if cookies else 1}")
-    srv = start_server(bed, kind, exe, FASTOPEN_QLEN if fastopen else 0,
-                       2 if cookies else None, xdp_synack)
+    own = (["net.ipv4.tcp_syncookies=2"] if cookies else []) + (
+        ["pystack.xdp_synack=1"] if xdp_synack else [])
+    srv = start_server(bed, kind, exe, FASTOPEN_QLEN if fastopen else 0, own)
     port = KERNEL_PORT if kind == "kernel" else PYSTACK_PORT
     try:
         if fastopen:  # the client's first Fast Open connection fetches the cookie
